@@ -1,0 +1,1 @@
+//! Protocol-agnostic broker core: topics, partitions, the metadata log, groups, subscriptions.

@@ -1,0 +1,1 @@
+//! Kafka wire-protocol front end: connections, framing, and request handlers over the broker.

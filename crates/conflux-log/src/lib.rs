@@ -1,0 +1,1 @@
+//! The partition log: append-only segments of Kafka v2 record batches on local disk.

@@ -1,0 +1,10 @@
+//! Sans-IO wire codecs: Kafka protocol messages, record batch v2, compression codecs and varints.
+//!
+//! Invariants: no I/O, no async runtime; decoding never panics on any input and never allocates
+//! more than a small constant times the bytes it was given (every length and count read from the
+//! wire is checked against the bytes remaining before anything is allocated).
+
+pub mod batch;
+pub mod codec;
+
+pub use codec::{DecodeError, Reader};
