@@ -6,5 +6,16 @@
 
 pub mod batch;
 pub mod codec;
+pub mod field;
+pub mod generated;
+pub mod protocol;
 
 pub use codec::{DecodeError, Reader};
+pub use generated::{ApiKey, RequestBody, ResponseBody};
+pub use protocol::{
+    decode_request, decode_response, encode_request, encode_response, request_header_version,
+    response_header_version, Message, Request, RequestError, RequestErrorKind, Response,
+};
+
+#[cfg(test)]
+mod generated_tests;
