@@ -1023,6 +1023,140 @@ impl RequestBody {
         }
     }
 
+    /// The body of `api_key` with every field at its default.
+    pub fn default_for(api_key: ApiKey) -> Self {
+        match api_key {
+            ApiKey::Produce => Self::Produce(ProduceRequest::default()),
+            ApiKey::Fetch => Self::Fetch(FetchRequest::default()),
+            ApiKey::ListOffsets => Self::ListOffsets(ListOffsetsRequest::default()),
+            ApiKey::Metadata => Self::Metadata(MetadataRequest::default()),
+            ApiKey::OffsetCommit => Self::OffsetCommit(OffsetCommitRequest::default()),
+            ApiKey::OffsetFetch => Self::OffsetFetch(OffsetFetchRequest::default()),
+            ApiKey::FindCoordinator => Self::FindCoordinator(FindCoordinatorRequest::default()),
+            ApiKey::JoinGroup => Self::JoinGroup(JoinGroupRequest::default()),
+            ApiKey::Heartbeat => Self::Heartbeat(HeartbeatRequest::default()),
+            ApiKey::LeaveGroup => Self::LeaveGroup(LeaveGroupRequest::default()),
+            ApiKey::SyncGroup => Self::SyncGroup(SyncGroupRequest::default()),
+            ApiKey::DescribeGroups => Self::DescribeGroups(DescribeGroupsRequest::default()),
+            ApiKey::ListGroups => Self::ListGroups(ListGroupsRequest::default()),
+            ApiKey::SaslHandshake => Self::SaslHandshake(SaslHandshakeRequest::default()),
+            ApiKey::ApiVersions => Self::ApiVersions(ApiVersionsRequest::default()),
+            ApiKey::CreateTopics => Self::CreateTopics(CreateTopicsRequest::default()),
+            ApiKey::DeleteTopics => Self::DeleteTopics(DeleteTopicsRequest::default()),
+            ApiKey::DeleteRecords => Self::DeleteRecords(DeleteRecordsRequest::default()),
+            ApiKey::InitProducerId => Self::InitProducerId(InitProducerIdRequest::default()),
+            ApiKey::OffsetForLeaderEpoch => {
+                Self::OffsetForLeaderEpoch(OffsetForLeaderEpochRequest::default())
+            }
+            ApiKey::AddPartitionsToTxn => {
+                Self::AddPartitionsToTxn(AddPartitionsToTxnRequest::default())
+            }
+            ApiKey::AddOffsetsToTxn => Self::AddOffsetsToTxn(AddOffsetsToTxnRequest::default()),
+            ApiKey::EndTxn => Self::EndTxn(EndTxnRequest::default()),
+            ApiKey::WriteTxnMarkers => Self::WriteTxnMarkers(WriteTxnMarkersRequest::default()),
+            ApiKey::TxnOffsetCommit => Self::TxnOffsetCommit(TxnOffsetCommitRequest::default()),
+            ApiKey::DescribeAcls => Self::DescribeAcls(DescribeAclsRequest::default()),
+            ApiKey::CreateAcls => Self::CreateAcls(CreateAclsRequest::default()),
+            ApiKey::DeleteAcls => Self::DeleteAcls(DeleteAclsRequest::default()),
+            ApiKey::DescribeConfigs => Self::DescribeConfigs(DescribeConfigsRequest::default()),
+            ApiKey::AlterConfigs => Self::AlterConfigs(AlterConfigsRequest::default()),
+            ApiKey::AlterReplicaLogDirs => {
+                Self::AlterReplicaLogDirs(AlterReplicaLogDirsRequest::default())
+            }
+            ApiKey::DescribeLogDirs => Self::DescribeLogDirs(DescribeLogDirsRequest::default()),
+            ApiKey::SaslAuthenticate => Self::SaslAuthenticate(SaslAuthenticateRequest::default()),
+            ApiKey::CreatePartitions => Self::CreatePartitions(CreatePartitionsRequest::default()),
+            ApiKey::CreateDelegationToken => {
+                Self::CreateDelegationToken(CreateDelegationTokenRequest::default())
+            }
+            ApiKey::RenewDelegationToken => {
+                Self::RenewDelegationToken(RenewDelegationTokenRequest::default())
+            }
+            ApiKey::ExpireDelegationToken => {
+                Self::ExpireDelegationToken(ExpireDelegationTokenRequest::default())
+            }
+            ApiKey::DescribeDelegationToken => {
+                Self::DescribeDelegationToken(DescribeDelegationTokenRequest::default())
+            }
+            ApiKey::DeleteGroups => Self::DeleteGroups(DeleteGroupsRequest::default()),
+            ApiKey::ElectLeaders => Self::ElectLeaders(ElectLeadersRequest::default()),
+            ApiKey::IncrementalAlterConfigs => {
+                Self::IncrementalAlterConfigs(IncrementalAlterConfigsRequest::default())
+            }
+            ApiKey::AlterPartitionReassignments => {
+                Self::AlterPartitionReassignments(AlterPartitionReassignmentsRequest::default())
+            }
+            ApiKey::ListPartitionReassignments => {
+                Self::ListPartitionReassignments(ListPartitionReassignmentsRequest::default())
+            }
+            ApiKey::OffsetDelete => Self::OffsetDelete(OffsetDeleteRequest::default()),
+            ApiKey::DescribeClientQuotas => {
+                Self::DescribeClientQuotas(DescribeClientQuotasRequest::default())
+            }
+            ApiKey::AlterClientQuotas => {
+                Self::AlterClientQuotas(AlterClientQuotasRequest::default())
+            }
+            ApiKey::DescribeUserScramCredentials => {
+                Self::DescribeUserScramCredentials(DescribeUserScramCredentialsRequest::default())
+            }
+            ApiKey::AlterUserScramCredentials => {
+                Self::AlterUserScramCredentials(AlterUserScramCredentialsRequest::default())
+            }
+            ApiKey::DescribeQuorum => Self::DescribeQuorum(DescribeQuorumRequest::default()),
+            ApiKey::UpdateFeatures => Self::UpdateFeatures(UpdateFeaturesRequest::default()),
+            ApiKey::DescribeCluster => Self::DescribeCluster(DescribeClusterRequest::default()),
+            ApiKey::DescribeProducers => {
+                Self::DescribeProducers(DescribeProducersRequest::default())
+            }
+            ApiKey::UnregisterBroker => Self::UnregisterBroker(UnregisterBrokerRequest::default()),
+            ApiKey::DescribeTransactions => {
+                Self::DescribeTransactions(DescribeTransactionsRequest::default())
+            }
+            ApiKey::ListTransactions => Self::ListTransactions(ListTransactionsRequest::default()),
+            ApiKey::ConsumerGroupHeartbeat => {
+                Self::ConsumerGroupHeartbeat(ConsumerGroupHeartbeatRequest::default())
+            }
+            ApiKey::ConsumerGroupDescribe => {
+                Self::ConsumerGroupDescribe(ConsumerGroupDescribeRequest::default())
+            }
+            ApiKey::GetTelemetrySubscriptions => {
+                Self::GetTelemetrySubscriptions(GetTelemetrySubscriptionsRequest::default())
+            }
+            ApiKey::PushTelemetry => Self::PushTelemetry(PushTelemetryRequest::default()),
+            ApiKey::ListClientMetricsResources => {
+                Self::ListClientMetricsResources(ListClientMetricsResourcesRequest::default())
+            }
+            ApiKey::DescribeTopicPartitions => {
+                Self::DescribeTopicPartitions(DescribeTopicPartitionsRequest::default())
+            }
+            ApiKey::ShareGroupHeartbeat => {
+                Self::ShareGroupHeartbeat(ShareGroupHeartbeatRequest::default())
+            }
+            ApiKey::ShareGroupDescribe => {
+                Self::ShareGroupDescribe(ShareGroupDescribeRequest::default())
+            }
+            ApiKey::ShareFetch => Self::ShareFetch(ShareFetchRequest::default()),
+            ApiKey::ShareAcknowledge => Self::ShareAcknowledge(ShareAcknowledgeRequest::default()),
+            ApiKey::AddRaftVoter => Self::AddRaftVoter(AddRaftVoterRequest::default()),
+            ApiKey::RemoveRaftVoter => Self::RemoveRaftVoter(RemoveRaftVoterRequest::default()),
+            ApiKey::InitializeShareGroupState => {
+                Self::InitializeShareGroupState(InitializeShareGroupStateRequest::default())
+            }
+            ApiKey::ReadShareGroupState => {
+                Self::ReadShareGroupState(ReadShareGroupStateRequest::default())
+            }
+            ApiKey::WriteShareGroupState => {
+                Self::WriteShareGroupState(WriteShareGroupStateRequest::default())
+            }
+            ApiKey::DeleteShareGroupState => {
+                Self::DeleteShareGroupState(DeleteShareGroupStateRequest::default())
+            }
+            ApiKey::ReadShareGroupStateSummary => {
+                Self::ReadShareGroupStateSummary(ReadShareGroupStateSummaryRequest::default())
+            }
+        }
+    }
+
     /// Decodes the body of `api_key` in `version` (the header already read).
     pub fn decode(api_key: ApiKey, r: &mut Reader, version: i16) -> Result<Self, DecodeError> {
         Ok(match api_key {
@@ -1930,6 +2064,140 @@ impl ResponseBody {
             Self::WriteShareGroupState(_) => ApiKey::WriteShareGroupState,
             Self::DeleteShareGroupState(_) => ApiKey::DeleteShareGroupState,
             Self::ReadShareGroupStateSummary(_) => ApiKey::ReadShareGroupStateSummary,
+        }
+    }
+
+    /// The body of `api_key` with every field at its default.
+    pub fn default_for(api_key: ApiKey) -> Self {
+        match api_key {
+            ApiKey::Produce => Self::Produce(ProduceResponse::default()),
+            ApiKey::Fetch => Self::Fetch(FetchResponse::default()),
+            ApiKey::ListOffsets => Self::ListOffsets(ListOffsetsResponse::default()),
+            ApiKey::Metadata => Self::Metadata(MetadataResponse::default()),
+            ApiKey::OffsetCommit => Self::OffsetCommit(OffsetCommitResponse::default()),
+            ApiKey::OffsetFetch => Self::OffsetFetch(OffsetFetchResponse::default()),
+            ApiKey::FindCoordinator => Self::FindCoordinator(FindCoordinatorResponse::default()),
+            ApiKey::JoinGroup => Self::JoinGroup(JoinGroupResponse::default()),
+            ApiKey::Heartbeat => Self::Heartbeat(HeartbeatResponse::default()),
+            ApiKey::LeaveGroup => Self::LeaveGroup(LeaveGroupResponse::default()),
+            ApiKey::SyncGroup => Self::SyncGroup(SyncGroupResponse::default()),
+            ApiKey::DescribeGroups => Self::DescribeGroups(DescribeGroupsResponse::default()),
+            ApiKey::ListGroups => Self::ListGroups(ListGroupsResponse::default()),
+            ApiKey::SaslHandshake => Self::SaslHandshake(SaslHandshakeResponse::default()),
+            ApiKey::ApiVersions => Self::ApiVersions(ApiVersionsResponse::default()),
+            ApiKey::CreateTopics => Self::CreateTopics(CreateTopicsResponse::default()),
+            ApiKey::DeleteTopics => Self::DeleteTopics(DeleteTopicsResponse::default()),
+            ApiKey::DeleteRecords => Self::DeleteRecords(DeleteRecordsResponse::default()),
+            ApiKey::InitProducerId => Self::InitProducerId(InitProducerIdResponse::default()),
+            ApiKey::OffsetForLeaderEpoch => {
+                Self::OffsetForLeaderEpoch(OffsetForLeaderEpochResponse::default())
+            }
+            ApiKey::AddPartitionsToTxn => {
+                Self::AddPartitionsToTxn(AddPartitionsToTxnResponse::default())
+            }
+            ApiKey::AddOffsetsToTxn => Self::AddOffsetsToTxn(AddOffsetsToTxnResponse::default()),
+            ApiKey::EndTxn => Self::EndTxn(EndTxnResponse::default()),
+            ApiKey::WriteTxnMarkers => Self::WriteTxnMarkers(WriteTxnMarkersResponse::default()),
+            ApiKey::TxnOffsetCommit => Self::TxnOffsetCommit(TxnOffsetCommitResponse::default()),
+            ApiKey::DescribeAcls => Self::DescribeAcls(DescribeAclsResponse::default()),
+            ApiKey::CreateAcls => Self::CreateAcls(CreateAclsResponse::default()),
+            ApiKey::DeleteAcls => Self::DeleteAcls(DeleteAclsResponse::default()),
+            ApiKey::DescribeConfigs => Self::DescribeConfigs(DescribeConfigsResponse::default()),
+            ApiKey::AlterConfigs => Self::AlterConfigs(AlterConfigsResponse::default()),
+            ApiKey::AlterReplicaLogDirs => {
+                Self::AlterReplicaLogDirs(AlterReplicaLogDirsResponse::default())
+            }
+            ApiKey::DescribeLogDirs => Self::DescribeLogDirs(DescribeLogDirsResponse::default()),
+            ApiKey::SaslAuthenticate => Self::SaslAuthenticate(SaslAuthenticateResponse::default()),
+            ApiKey::CreatePartitions => Self::CreatePartitions(CreatePartitionsResponse::default()),
+            ApiKey::CreateDelegationToken => {
+                Self::CreateDelegationToken(CreateDelegationTokenResponse::default())
+            }
+            ApiKey::RenewDelegationToken => {
+                Self::RenewDelegationToken(RenewDelegationTokenResponse::default())
+            }
+            ApiKey::ExpireDelegationToken => {
+                Self::ExpireDelegationToken(ExpireDelegationTokenResponse::default())
+            }
+            ApiKey::DescribeDelegationToken => {
+                Self::DescribeDelegationToken(DescribeDelegationTokenResponse::default())
+            }
+            ApiKey::DeleteGroups => Self::DeleteGroups(DeleteGroupsResponse::default()),
+            ApiKey::ElectLeaders => Self::ElectLeaders(ElectLeadersResponse::default()),
+            ApiKey::IncrementalAlterConfigs => {
+                Self::IncrementalAlterConfigs(IncrementalAlterConfigsResponse::default())
+            }
+            ApiKey::AlterPartitionReassignments => {
+                Self::AlterPartitionReassignments(AlterPartitionReassignmentsResponse::default())
+            }
+            ApiKey::ListPartitionReassignments => {
+                Self::ListPartitionReassignments(ListPartitionReassignmentsResponse::default())
+            }
+            ApiKey::OffsetDelete => Self::OffsetDelete(OffsetDeleteResponse::default()),
+            ApiKey::DescribeClientQuotas => {
+                Self::DescribeClientQuotas(DescribeClientQuotasResponse::default())
+            }
+            ApiKey::AlterClientQuotas => {
+                Self::AlterClientQuotas(AlterClientQuotasResponse::default())
+            }
+            ApiKey::DescribeUserScramCredentials => {
+                Self::DescribeUserScramCredentials(DescribeUserScramCredentialsResponse::default())
+            }
+            ApiKey::AlterUserScramCredentials => {
+                Self::AlterUserScramCredentials(AlterUserScramCredentialsResponse::default())
+            }
+            ApiKey::DescribeQuorum => Self::DescribeQuorum(DescribeQuorumResponse::default()),
+            ApiKey::UpdateFeatures => Self::UpdateFeatures(UpdateFeaturesResponse::default()),
+            ApiKey::DescribeCluster => Self::DescribeCluster(DescribeClusterResponse::default()),
+            ApiKey::DescribeProducers => {
+                Self::DescribeProducers(DescribeProducersResponse::default())
+            }
+            ApiKey::UnregisterBroker => Self::UnregisterBroker(UnregisterBrokerResponse::default()),
+            ApiKey::DescribeTransactions => {
+                Self::DescribeTransactions(DescribeTransactionsResponse::default())
+            }
+            ApiKey::ListTransactions => Self::ListTransactions(ListTransactionsResponse::default()),
+            ApiKey::ConsumerGroupHeartbeat => {
+                Self::ConsumerGroupHeartbeat(ConsumerGroupHeartbeatResponse::default())
+            }
+            ApiKey::ConsumerGroupDescribe => {
+                Self::ConsumerGroupDescribe(ConsumerGroupDescribeResponse::default())
+            }
+            ApiKey::GetTelemetrySubscriptions => {
+                Self::GetTelemetrySubscriptions(GetTelemetrySubscriptionsResponse::default())
+            }
+            ApiKey::PushTelemetry => Self::PushTelemetry(PushTelemetryResponse::default()),
+            ApiKey::ListClientMetricsResources => {
+                Self::ListClientMetricsResources(ListClientMetricsResourcesResponse::default())
+            }
+            ApiKey::DescribeTopicPartitions => {
+                Self::DescribeTopicPartitions(DescribeTopicPartitionsResponse::default())
+            }
+            ApiKey::ShareGroupHeartbeat => {
+                Self::ShareGroupHeartbeat(ShareGroupHeartbeatResponse::default())
+            }
+            ApiKey::ShareGroupDescribe => {
+                Self::ShareGroupDescribe(ShareGroupDescribeResponse::default())
+            }
+            ApiKey::ShareFetch => Self::ShareFetch(ShareFetchResponse::default()),
+            ApiKey::ShareAcknowledge => Self::ShareAcknowledge(ShareAcknowledgeResponse::default()),
+            ApiKey::AddRaftVoter => Self::AddRaftVoter(AddRaftVoterResponse::default()),
+            ApiKey::RemoveRaftVoter => Self::RemoveRaftVoter(RemoveRaftVoterResponse::default()),
+            ApiKey::InitializeShareGroupState => {
+                Self::InitializeShareGroupState(InitializeShareGroupStateResponse::default())
+            }
+            ApiKey::ReadShareGroupState => {
+                Self::ReadShareGroupState(ReadShareGroupStateResponse::default())
+            }
+            ApiKey::WriteShareGroupState => {
+                Self::WriteShareGroupState(WriteShareGroupStateResponse::default())
+            }
+            ApiKey::DeleteShareGroupState => {
+                Self::DeleteShareGroupState(DeleteShareGroupStateResponse::default())
+            }
+            ApiKey::ReadShareGroupStateSummary => {
+                Self::ReadShareGroupStateSummary(ReadShareGroupStateSummaryResponse::default())
+            }
         }
     }
 
@@ -3416,7 +3684,7 @@ impl crate::protocol::Response for ReadShareGroupStateSummaryResponse {
 
 /// A message name and its seeded round-trip check.
 #[cfg(test)]
-pub(crate) type RoundTrip = (&'static str, fn(u64));
+pub(crate) type RoundTrip = (&'static str, fn(u64, bool));
 
 /// Round-trip checks of every generated message, driven by a seed.
 #[cfg(test)]
