@@ -6,5 +6,6 @@
 
 pub mod batch;
 pub mod codec;
+pub mod compression;
 
 pub use codec::{DecodeError, Reader};
