@@ -7,5 +7,6 @@
 pub mod batch;
 pub mod codec;
 pub mod compression;
+pub mod records;
 
 pub use codec::{DecodeError, Reader};
