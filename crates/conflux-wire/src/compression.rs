@@ -152,7 +152,10 @@ pub fn compress(codec: Compression, input: &[u8]) -> Vec<u8> {
         }
         Compression::Snappy => Ok(snappy_compress_xerial(input)),
         Compression::Lz4 => {
-            let mut encoder = lz4_flex::frame::FrameEncoder::new(Vec::new());
+            // 64 KiB independent blocks, no checksums: the frame layout Java and librdkafka write.
+            let frame =
+                lz4_flex::frame::FrameInfo::new().block_size(lz4_flex::frame::BlockSize::Max64KB);
+            let mut encoder = lz4_flex::frame::FrameEncoder::with_frame_info(frame, Vec::new());
             encoder
                 .write_all(input)
                 .and_then(|()| encoder.finish().map_err(io::Error::other))
@@ -364,6 +367,13 @@ mod tests {
                 packed.len()
             );
         }
+    }
+
+    #[test]
+    fn lz4_frames_use_the_kafka_client_layout() {
+        let framed = compress(Compression::Lz4, &[1u8; 200_000]);
+        // Magic, then FLG 0x60 (version 1, independent blocks) and BD 0x40 (64 KiB blocks).
+        assert_eq!(&framed[..6], &[0x04, 0x22, 0x4d, 0x18, 0x60, 0x40]);
     }
 
     #[test]
