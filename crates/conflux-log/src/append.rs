@@ -158,7 +158,10 @@ impl PartitionLog {
         rx.blocking_recv().unwrap_or(Err(LogError::Closed))
     }
 
-    fn submit(
+    /// Validates and queues an append now, returning a receiver for its completion. Callers that
+    /// must order appends with other state (idempotent producers) enqueue under their own lock
+    /// and await the receiver outside it.
+    pub fn submit(
         &self,
         batches: Bytes,
         leader_epoch: i32,
