@@ -358,6 +358,40 @@ impl Broker {
             .collect()
     }
 
+    /// Runs the broker's periodic work until `shutdown` resolves: group session expiry every
+    /// 100 ms, and every `maintenance_interval` retention, compaction and expiry of old offsets
+    /// on a blocking thread.
+    pub async fn run_background(self: Arc<Self>, maintenance_interval: std::time::Duration, shutdown: impl std::future::Future<Output = ()>) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_maintenance = tokio::time::Instant::now();
+        let mut maintenance: Option<tokio::task::JoinHandle<()>> = None;
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = tick.tick() => {}
+            }
+            self.groups.tick();
+            let idle = maintenance.as_ref().is_none_or(|h| h.is_finished());
+            if idle && last_maintenance.elapsed() >= maintenance_interval {
+                last_maintenance = tokio::time::Instant::now();
+                let broker = self.clone();
+                let handle = tokio::runtime::Handle::current();
+                maintenance = Some(tokio::task::spawn_blocking(move || {
+                    let now = crate::now_ms();
+                    broker.run_maintenance(now);
+                    for (group, partitions) in broker.expired_offsets(now) {
+                        if let Err(e) = handle.block_on(broker.offsets.delete(&group, Some(partitions))) {
+                            tracing::warn!(group, error = %e, "expiring offsets failed");
+                        }
+                    }
+                }));
+            }
+        }
+        self.groups.shutdown();
+    }
+
     /// Closes every partition log cleanly (writes clean-shutdown markers).
     pub fn close(&self) {
         for topic in self.topics() {

@@ -9,6 +9,7 @@ use conflux_wire::generated::{ApiKey, RequestBody, ResponseHeader};
 use conflux_wire::{decode_request, Message, RequestError, RequestErrorKind};
 
 use crate::server::ConnectionError;
+use crate::groups::{self, ClientInfo};
 use crate::{admin, api_versions, fetch, metadata, offsets, produce, KafkaContext};
 
 /// Per-connection request handler.
@@ -108,6 +109,48 @@ impl Handler {
             }
             RequestBody::DescribeLogDirs(r) => {
                 encode_response(cid, api_key, version, &admin::describe_log_dirs(ctx, r))
+            }
+            RequestBody::FindCoordinator(r) => {
+                encode_response(cid, api_key, version, &groups::find_coordinator(ctx, r, version))
+            }
+            RequestBody::JoinGroup(r) => {
+                let client = ClientInfo {
+                    client_id: header.client_id.clone().unwrap_or_default(),
+                    host: format!("/{}", self.peer.ip()),
+                };
+                let resp = groups::join_group(ctx, r, version, &client).await;
+                encode_response(cid, api_key, version, &resp)
+            }
+            RequestBody::SyncGroup(r) => {
+                let resp = groups::sync_group(ctx, r).await;
+                encode_response(cid, api_key, version, &resp)
+            }
+            RequestBody::Heartbeat(r) => encode_response(cid, api_key, version, &groups::heartbeat(ctx, r)),
+            RequestBody::LeaveGroup(r) => {
+                encode_response(cid, api_key, version, &groups::leave_group(ctx, r, version))
+            }
+            RequestBody::DescribeGroups(r) => {
+                encode_response(cid, api_key, version, &groups::describe_groups(ctx, r))
+            }
+            RequestBody::ListGroups(r) => encode_response(cid, api_key, version, &groups::list_groups(ctx, r)),
+            RequestBody::DeleteGroups(r) => {
+                let resp = groups::delete_groups(ctx, r).await;
+                encode_response(cid, api_key, version, &resp)
+            }
+            RequestBody::OffsetCommit(r) => {
+                let resp = groups::offset_commit(ctx, r, version).await;
+                encode_response(cid, api_key, version, &resp)
+            }
+            RequestBody::OffsetFetch(r) => {
+                encode_response(cid, api_key, version, &groups::offset_fetch(ctx, r, version))
+            }
+            RequestBody::OffsetDelete(r) => {
+                let resp = groups::offset_delete(ctx, r).await;
+                encode_response(cid, api_key, version, &resp)
+            }
+            RequestBody::InitProducerId(r) => {
+                let resp = groups::init_producer_id(ctx, r).await;
+                encode_response(cid, api_key, version, &resp)
             }
             other => {
                 return Err(ConnectionError::Malformed(format!(

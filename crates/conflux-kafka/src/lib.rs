@@ -8,6 +8,7 @@ pub mod admin;
 pub mod api_versions;
 pub mod error_code;
 pub mod fetch;
+pub mod groups;
 pub mod handler;
 pub mod metadata;
 pub mod offsets;
