@@ -86,8 +86,13 @@ async fn serve(config: Arc<Config>) -> Result<(), ServeError> {
     tracing::info!(node_id = config.server.node_id, "ready");
 
     let failure = tokio::select! {
+        biased;
         _ = shutdown.cancelled() => None,
-        Some(joined) = tasks.join_next() => Some(listener_failure(joined)),
+        Some(joined) = tasks.join_next() => match joined {
+            // The signal arrived while this branch was being polled: a normal stop.
+            Ok((_, Ok(()))) if shutdown.is_cancelled() => None,
+            joined => Some(listener_failure(joined)),
+        },
     };
     ctx.readiness.set(false);
     shutdown.cancel();
