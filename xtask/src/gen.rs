@@ -962,7 +962,9 @@ pub fn render_mod(msgs: &[Msg], apis: &[Api]) -> String {
 
     out.push_str("/// A message name and its seeded round-trip check.\n#[cfg(test)]\n");
     out.push_str("pub(crate) type RoundTrip = (&'static str, fn(u64));\n\n");
-    out.push_str("/// Round-trip checks of every generated message, driven by a seed.\n#[cfg(test)]\n");
+    out.push_str(
+        "/// Round-trip checks of every generated message, driven by a seed.\n#[cfg(test)]\n",
+    );
     out.push_str("pub(crate) const ROUND_TRIPS: &[RoundTrip] = &[\n");
     for m in msgs {
         let _ = writeln!(

@@ -87,7 +87,10 @@ impl Broker {
         let (log, state) = MetaLog::open(&meta_dir)?;
         let mut topics = HashMap::new();
         for (name, t) in &state.topics {
-            let cfg = TopicConfig { defaults: config.topic_defaults.clone(), overrides: t.configs.clone() };
+            let cfg = TopicConfig {
+                defaults: config.topic_defaults.clone(),
+                overrides: t.configs.clone(),
+            };
             let topic = open_topic(&logs_dir, name, t.id, t.partitions, cfg, t.internal)?;
             topics.insert(name.clone(), Arc::new(topic));
         }
@@ -97,18 +100,38 @@ impl Broker {
                 let mut configs = BTreeMap::new();
                 configs.insert("cleanup.policy".to_string(), "compact".to_string());
                 let id = uuid::Uuid::new_v4();
-                let cfg = TopicConfig { defaults: config.topic_defaults.clone(), overrides: configs.clone() };
+                let cfg = TopicConfig {
+                    defaults: config.topic_defaults.clone(),
+                    overrides: configs.clone(),
+                };
                 let topic = Arc::new(open_topic(&logs_dir, OFFSETS_TOPIC, id, 1, cfg, true)?);
-                let event = MetaEvent::TopicCreated { name: OFFSETS_TOPIC.into(), id, partitions: 1, configs, internal: true };
+                let event = MetaEvent::TopicCreated {
+                    name: OFFSETS_TOPIC.into(),
+                    id,
+                    partitions: 1,
+                    configs,
+                    internal: true,
+                };
                 let mut state = state;
                 state.apply(&event);
                 let mut log = log;
                 log.append(&event, &state)?;
                 topics.insert(OFFSETS_TOPIC.to_string(), topic.clone());
-                return Self::finish_open(config, cluster_id, logs_dir, log, state, topics, topic, meta_dir);
+                return Self::finish_open(
+                    config, cluster_id, logs_dir, log, state, topics, topic, meta_dir,
+                );
             }
         };
-        Self::finish_open(config, cluster_id, logs_dir, log, state, topics, offsets_topic, meta_dir)
+        Self::finish_open(
+            config,
+            cluster_id,
+            logs_dir,
+            log,
+            state,
+            topics,
+            offsets_topic,
+            meta_dir,
+        )
     }
 
     fn finish_open(
@@ -180,12 +203,18 @@ impl Broker {
             return Err(BrokerError::UnknownTopicOrPartition(name.to_string()));
         }
         topics::validate_topic_name(name)?;
-        match self.create_topic(NewTopic { name: name.to_string(), ..Default::default() }, false) {
+        match self.create_topic(
+            NewTopic {
+                name: name.to_string(),
+                ..Default::default()
+            },
+            false,
+        ) {
             Ok(t) => Ok(t),
             // Lost a race with another creator: fine.
-            Err(BrokerError::TopicAlreadyExists(_)) => {
-                self.topic(name).ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.into()))
-            }
+            Err(BrokerError::TopicAlreadyExists(_)) => self
+                .topic(name)
+                .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.into())),
             Err(e) => Err(e),
         }
     }
@@ -223,8 +252,18 @@ impl Broker {
             return Err(BrokerError::TopicAlreadyExists(req.name));
         }
         let id = uuid::Uuid::new_v4();
-        let cfg = TopicConfig { defaults: self.config.topic_defaults.clone(), overrides: req.configs.clone() };
-        let topic = Arc::new(open_topic(&self.logs_dir, &req.name, id, partitions, cfg, internal)?);
+        let cfg = TopicConfig {
+            defaults: self.config.topic_defaults.clone(),
+            overrides: req.configs.clone(),
+        };
+        let topic = Arc::new(open_topic(
+            &self.logs_dir,
+            &req.name,
+            id,
+            partitions,
+            cfg,
+            internal,
+        )?);
         let event = MetaEvent::TopicCreated {
             name: req.name.clone(),
             id,
@@ -248,7 +287,9 @@ impl Broker {
             .write()
             .remove(name)
             .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.to_string()))?;
-        let event = MetaEvent::TopicDeleted { name: name.to_string() };
+        let event = MetaEvent::TopicDeleted {
+            name: name.to_string(),
+        };
         let Meta { log, state } = &mut *meta;
         state.apply(&event);
         log.append(&event, state)?;
@@ -257,7 +298,9 @@ impl Broker {
                 tracing::warn!(topic = name, partition = p.index, error = %e, "closing deleted partition");
             }
             let dir = Partition::dir_for(&self.logs_dir, name, p.index);
-            let trash = self.logs_dir.join(format!("{name}-{}.{}-delete", p.index, topic.id.simple()));
+            let trash =
+                self.logs_dir
+                    .join(format!("{name}-{}.{}-delete", p.index, topic.id.simple()));
             if std::fs::rename(&dir, &trash).is_ok() {
                 let _ = std::fs::remove_dir_all(&trash);
             }
@@ -269,7 +312,9 @@ impl Broker {
     /// Grows a topic to `count` partitions.
     pub fn create_partitions(&self, name: &str, count: u32, validate_only: bool) -> Result<()> {
         let mut meta = self.meta.lock();
-        let topic = self.topic(name).ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.into()))?;
+        let topic = self
+            .topic(name)
+            .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.into()))?;
         let current = topic.partition_count() as u32;
         if count <= current {
             return Err(BrokerError::InvalidPartitions(format!(
@@ -277,7 +322,9 @@ impl Broker {
             )));
         }
         if count > PARTITIONS_PER_TOPIC_MAX {
-            return Err(BrokerError::InvalidPartitions(format!("at most {PARTITIONS_PER_TOPIC_MAX} partitions")));
+            return Err(BrokerError::InvalidPartitions(format!(
+                "at most {PARTITIONS_PER_TOPIC_MAX} partitions"
+            )));
         }
         if validate_only {
             return Ok(());
@@ -289,7 +336,10 @@ impl Broker {
             let log = conflux_log::PartitionLog::open(&dir, log_config.clone())?;
             added.push(Arc::new(Partition::new(name, index, log)));
         }
-        let event = MetaEvent::PartitionsIncreased { name: name.to_string(), partitions: count };
+        let event = MetaEvent::PartitionsIncreased {
+            name: name.to_string(),
+            partitions: count,
+        };
         let Meta { log, state } = &mut *meta;
         state.apply(&event);
         log.append(&event, state)?;
@@ -308,11 +358,16 @@ impl Broker {
             topic_config::validate(k, v)?;
         }
         let mut meta = self.meta.lock();
-        let topic = self.topic(name).ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.into()))?;
+        let topic = self
+            .topic(name)
+            .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.into()))?;
         if validate_only {
             return Ok(());
         }
-        let event = MetaEvent::TopicConfigsSet { name: name.to_string(), configs: overrides.clone() };
+        let event = MetaEvent::TopicConfigsSet {
+            name: name.to_string(),
+            configs: overrides.clone(),
+        };
         let Meta { log, state } = &mut *meta;
         state.apply(&event);
         log.append(&event, state)?;
@@ -351,7 +406,9 @@ impl Broker {
             .into_iter()
             .filter(|g| self.groups.describe(g).members.is_empty())
             .map(|g| {
-                let expired = self.offsets.expired(&g, now_ms, self.config.offsets_retention_ms);
+                let expired = self
+                    .offsets
+                    .expired(&g, now_ms, self.config.offsets_retention_ms);
                 (g, expired)
             })
             .filter(|(_, e)| !e.is_empty())
@@ -361,7 +418,11 @@ impl Broker {
     /// Runs the broker's periodic work until `shutdown` resolves: group session expiry every
     /// 100 ms, and every `maintenance_interval` retention, compaction and expiry of old offsets
     /// on a blocking thread.
-    pub async fn run_background(self: Arc<Self>, maintenance_interval: std::time::Duration, shutdown: impl std::future::Future<Output = ()>) {
+    pub async fn run_background(
+        self: Arc<Self>,
+        maintenance_interval: std::time::Duration,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
         let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_maintenance = tokio::time::Instant::now();
@@ -382,7 +443,9 @@ impl Broker {
                     let now = crate::now_ms();
                     broker.run_maintenance(now);
                     for (group, partitions) in broker.expired_offsets(now) {
-                        if let Err(e) = handle.block_on(broker.offsets.delete(&group, Some(partitions))) {
+                        if let Err(e) =
+                            handle.block_on(broker.offsets.delete(&group, Some(partitions)))
+                        {
                             tracing::warn!(group, error = %e, "expiring offsets failed");
                         }
                     }

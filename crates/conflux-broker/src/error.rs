@@ -21,13 +21,20 @@ pub enum BrokerError {
     #[error(transparent)]
     InvalidConfig(#[from] ConfigError),
     #[error("record batch of {size_bytes} bytes exceeds max.message.bytes {limit_bytes}")]
-    MessageTooLarge { size_bytes: usize, limit_bytes: usize },
+    MessageTooLarge {
+        size_bytes: usize,
+        limit_bytes: usize,
+    },
     #[error("corrupt record batch: {0}")]
     CorruptMessage(String),
     #[error("invalid record: {0}")]
     InvalidRecord(String),
     #[error("offset {offset} is out of range [{log_start}, {log_end}]")]
-    OffsetOutOfRange { offset: i64, log_start: i64, log_end: i64 },
+    OffsetOutOfRange {
+        offset: i64,
+        log_start: i64,
+        log_end: i64,
+    },
     #[error("topic '{0}' is internal and cannot be changed this way")]
     TopicAuthorizationFailed(String),
     #[error("out of order sequence number: {0}")]
@@ -45,9 +52,15 @@ pub enum BrokerError {
 impl From<LogError> for BrokerError {
     fn from(e: LogError) -> Self {
         match e {
-            LogError::OffsetOutOfRange { offset, log_start, log_end } => {
-                BrokerError::OffsetOutOfRange { offset, log_start, log_end }
-            }
+            LogError::OffsetOutOfRange {
+                offset,
+                log_start,
+                log_end,
+            } => BrokerError::OffsetOutOfRange {
+                offset,
+                log_start,
+                log_end,
+            },
             LogError::InvalidBatch(d) => BrokerError::CorruptMessage(d.to_string()),
             other => BrokerError::Storage(other.to_string()),
         }

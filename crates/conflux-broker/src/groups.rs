@@ -55,7 +55,9 @@ pub enum GroupError {
     MemberIdRequired,
     #[error("no protocol is supported by every member")]
     InconsistentGroupProtocol,
-    #[error("session timeout must be between {SESSION_TIMEOUT_MS_MIN} and {SESSION_TIMEOUT_MS_MAX} ms")]
+    #[error(
+        "session timeout must be between {SESSION_TIMEOUT_MS_MIN} and {SESSION_TIMEOUT_MS_MAX} ms"
+    )]
     InvalidSessionTimeout,
     #[error("invalid group id")]
     InvalidGroupId,
@@ -107,7 +109,12 @@ pub struct JoinResponse {
 
 impl JoinResponse {
     fn error(e: GroupError, member_id: String) -> Self {
-        JoinResponse { error: Some(e), generation_id: -1, member_id, ..Default::default() }
+        JoinResponse {
+            error: Some(e),
+            generation_id: -1,
+            member_id,
+            ..Default::default()
+        }
     }
 }
 
@@ -193,7 +200,12 @@ impl Group {
             }
         }
         if self.state != GroupState::PreparingRebalance {
-            let timeout = self.members.values().map(|m| m.rebalance_timeout).max().unwrap_or_default();
+            let timeout = self
+                .members
+                .values()
+                .map(|m| m.rebalance_timeout)
+                .max()
+                .unwrap_or_default();
             self.rebalance_deadline = Some(now + timeout);
         }
         self.state = GroupState::PreparingRebalance;
@@ -208,7 +220,11 @@ impl Group {
         let first = self.members.values().next()?;
         let mut best: Option<(usize, &String)> = None;
         for (name, _) in &first.protocols {
-            if !self.members.values().all(|m| m.protocols.iter().any(|(n, _)| n == name)) {
+            if !self
+                .members
+                .values()
+                .all(|m| m.protocols.iter().any(|(n, _)| n == name))
+            {
                 continue;
             }
             let votes = self
@@ -227,7 +243,8 @@ impl Group {
     /// every waiting member.
     fn complete_join(&mut self) {
         self.members.retain(|_, m| m.join_waiter.is_some());
-        self.static_members.retain(|_, id| self.members.contains_key(id));
+        self.static_members
+            .retain(|_, id| self.members.contains_key(id));
         self.rebalance_deadline = None;
         self.generation += 1;
         if self.members.is_empty() {
@@ -238,7 +255,11 @@ impl Group {
         }
         self.state = GroupState::CompletingRebalance;
         self.protocol = self.select_protocol();
-        if self.leader.as_ref().is_none_or(|l| !self.members.contains_key(l)) {
+        if self
+            .leader
+            .as_ref()
+            .is_none_or(|l| !self.members.contains_key(l))
+        {
             self.leader = self.members.keys().next().cloned();
         }
         let leader = self.leader.clone().unwrap_or_default();
@@ -267,7 +288,11 @@ impl Group {
                     protocol_name: protocol.clone(),
                     leader: leader.clone(),
                     member_id: m.id.clone(),
-                    members: if m.id == leader { all.clone() } else { Vec::new() },
+                    members: if m.id == leader {
+                        all.clone()
+                    } else {
+                        Vec::new()
+                    },
                 });
             }
         }
@@ -279,7 +304,10 @@ impl Group {
                 self.static_members.remove(instance);
             }
             if let Some(w) = m.join_waiter {
-                let _ = w.send(JoinResponse::error(GroupError::UnknownMemberId, m.id.clone()));
+                let _ = w.send(JoinResponse::error(
+                    GroupError::UnknownMemberId,
+                    m.id.clone(),
+                ));
             }
             if let Some(w) = m.sync_waiter {
                 let _ = w.send(Err(GroupError::UnknownMemberId));
@@ -298,7 +326,12 @@ impl Group {
         }
     }
 
-    fn check_member(&self, member_id: &str, instance_id: Option<&str>, generation: i32) -> Result<(), GroupError> {
+    fn check_member(
+        &self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> Result<(), GroupError> {
         if let Some(instance) = instance_id {
             if let Some(current) = self.static_members.get(instance) {
                 if current != member_id {
@@ -326,12 +359,23 @@ pub struct GroupCoordinator {
 }
 
 fn new_member_id(client_id: &str) -> String {
-    format!("{}-{}", if client_id.is_empty() { "member" } else { client_id }, uuid::Uuid::new_v4())
+    format!(
+        "{}-{}",
+        if client_id.is_empty() {
+            "member"
+        } else {
+            client_id
+        },
+        uuid::Uuid::new_v4()
+    )
 }
 
 impl GroupCoordinator {
     pub fn new(initial_rebalance_delay: Duration) -> Self {
-        GroupCoordinator { groups: Mutex::new(HashMap::new()), initial_rebalance_delay }
+        GroupCoordinator {
+            groups: Mutex::new(HashMap::new()),
+            initial_rebalance_delay,
+        }
     }
 
     pub fn validate_group_id(group_id: &str) -> Result<(), GroupError> {
@@ -351,22 +395,39 @@ impl GroupCoordinator {
         }
         let rx = {
             let mut groups = self.groups.lock();
-            let group = groups.entry(req.group_id.clone()).or_insert_with(Group::new);
+            let group = groups
+                .entry(req.group_id.clone())
+                .or_insert_with(Group::new);
             match self.join_locked(group, req) {
                 Ok(rx) => rx,
                 Err(resp) => return resp,
             }
         };
-        rx.await.unwrap_or_else(|_| JoinResponse::error(GroupError::CoordinatorNotAvailable, String::new()))
+        rx.await.unwrap_or_else(|_| {
+            JoinResponse::error(GroupError::CoordinatorNotAvailable, String::new())
+        })
     }
 
-    fn join_locked(&self, group: &mut Group, req: JoinRequest) -> Result<oneshot::Receiver<JoinResponse>, JoinResponse> {
+    fn join_locked(
+        &self,
+        group: &mut Group,
+        req: JoinRequest,
+    ) -> Result<oneshot::Receiver<JoinResponse>, JoinResponse> {
         let now = Instant::now();
-        if group.state != GroupState::Empty && !group.members.is_empty() && group.protocol_type != req.protocol_type {
-            return Err(JoinResponse::error(GroupError::InconsistentGroupProtocol, req.member_id));
+        if group.state != GroupState::Empty
+            && !group.members.is_empty()
+            && group.protocol_type != req.protocol_type
+        {
+            return Err(JoinResponse::error(
+                GroupError::InconsistentGroupProtocol,
+                req.member_id,
+            ));
         }
         if req.protocols.is_empty() {
-            return Err(JoinResponse::error(GroupError::InconsistentGroupProtocol, req.member_id));
+            return Err(JoinResponse::error(
+                GroupError::InconsistentGroupProtocol,
+                req.member_id,
+            ));
         }
         let mut member_id = req.member_id.clone();
         if member_id.is_empty() {
@@ -379,40 +440,60 @@ impl GroupCoordinator {
             } else {
                 member_id = new_member_id(&req.client_id);
                 if req.require_known_member_id {
-                    group.pending.insert(member_id.clone(), now + Duration::from_millis(req.session_timeout_ms as u64));
+                    group.pending.insert(
+                        member_id.clone(),
+                        now + Duration::from_millis(req.session_timeout_ms as u64),
+                    );
                     return Err(JoinResponse::error(GroupError::MemberIdRequired, member_id));
                 }
             }
-        } else if !group.members.contains_key(&member_id) && group.pending.remove(&member_id).is_none() {
+        } else if !group.members.contains_key(&member_id)
+            && group.pending.remove(&member_id).is_none()
+        {
             return Err(JoinResponse::error(GroupError::UnknownMemberId, member_id));
         }
         if !group.members.contains_key(&member_id) && group.members.len() >= MEMBERS_PER_GROUP_MAX {
-            return Err(JoinResponse::error(GroupError::GroupMaxSizeReached, member_id));
+            return Err(JoinResponse::error(
+                GroupError::GroupMaxSizeReached,
+                member_id,
+            ));
         }
         let (tx, rx) = oneshot::channel();
-        let protocols_changed = group.members.get(&member_id).is_none_or(|m| m.protocols != req.protocols);
-        let member = group.members.entry(member_id.clone()).or_insert_with(|| Member {
-            id: member_id.clone(),
-            instance_id: req.group_instance_id.clone(),
-            client_id: req.client_id.clone(),
-            client_host: req.client_host.clone(),
-            session_timeout: Duration::ZERO,
-            rebalance_timeout: Duration::ZERO,
-            protocols: Vec::new(),
-            assignment: Bytes::new(),
-            last_heartbeat: now,
-            join_waiter: None,
-            sync_waiter: None,
-        });
+        let protocols_changed = group
+            .members
+            .get(&member_id)
+            .is_none_or(|m| m.protocols != req.protocols);
+        let member = group
+            .members
+            .entry(member_id.clone())
+            .or_insert_with(|| Member {
+                id: member_id.clone(),
+                instance_id: req.group_instance_id.clone(),
+                client_id: req.client_id.clone(),
+                client_host: req.client_host.clone(),
+                session_timeout: Duration::ZERO,
+                rebalance_timeout: Duration::ZERO,
+                protocols: Vec::new(),
+                assignment: Bytes::new(),
+                last_heartbeat: now,
+                join_waiter: None,
+                sync_waiter: None,
+            });
         member.session_timeout = Duration::from_millis(req.session_timeout_ms as u64);
-        member.rebalance_timeout = Duration::from_millis(req.rebalance_timeout_ms.max(req.session_timeout_ms) as u64);
+        member.rebalance_timeout =
+            Duration::from_millis(req.rebalance_timeout_ms.max(req.session_timeout_ms) as u64);
         member.protocols = req.protocols;
         member.last_heartbeat = now;
         if let Some(old) = member.join_waiter.replace(tx) {
-            let _ = old.send(JoinResponse::error(GroupError::RebalanceInProgress, member_id.clone()));
+            let _ = old.send(JoinResponse::error(
+                GroupError::RebalanceInProgress,
+                member_id.clone(),
+            ));
         }
         if let Some(instance) = &req.group_instance_id {
-            group.static_members.insert(instance.clone(), member_id.clone());
+            group
+                .static_members
+                .insert(instance.clone(), member_id.clone());
         }
         group.protocol_type = req.protocol_type;
         let was_empty = group.state == GroupState::Empty;
@@ -455,12 +536,20 @@ impl GroupCoordinator {
 
     /// A static member came back with a new member id: swap ids, keep its assignment, and
     /// answer with the current generation (no rebalance), as Kafka does.
-    fn replace_static_member(&self, group: &mut Group, old_id: &str, req: JoinRequest) -> oneshot::Receiver<JoinResponse> {
+    fn replace_static_member(
+        &self,
+        group: &mut Group,
+        old_id: &str,
+        req: JoinRequest,
+    ) -> oneshot::Receiver<JoinResponse> {
         let (tx, rx) = oneshot::channel();
         let new_id = new_member_id(&req.client_id);
         if let Some(mut m) = group.members.remove(old_id) {
             if let Some(w) = m.join_waiter.take() {
-                let _ = w.send(JoinResponse::error(GroupError::FencedInstanceId, old_id.to_string()));
+                let _ = w.send(JoinResponse::error(
+                    GroupError::FencedInstanceId,
+                    old_id.to_string(),
+                ));
             }
             if let Some(w) = m.sync_waiter.take() {
                 let _ = w.send(Err(GroupError::FencedInstanceId));
@@ -473,7 +562,9 @@ impl GroupCoordinator {
             group.members.insert(new_id.clone(), m);
         }
         if let Some(instance) = &req.group_instance_id {
-            group.static_members.insert(instance.clone(), new_id.clone());
+            group
+                .static_members
+                .insert(instance.clone(), new_id.clone());
         }
         if group.leader.as_deref() == Some(old_id) {
             group.leader = Some(new_id.clone());
@@ -508,7 +599,9 @@ impl GroupCoordinator {
     ) -> Result<SyncResponse, GroupError> {
         let rx = {
             let mut groups = self.groups.lock();
-            let group = groups.get_mut(group_id).ok_or(GroupError::UnknownMemberId)?;
+            let group = groups
+                .get_mut(group_id)
+                .ok_or(GroupError::UnknownMemberId)?;
             group.check_member(member_id, instance_id, generation)?;
             match group.state {
                 GroupState::PreparingRebalance => return Err(GroupError::RebalanceInProgress),
@@ -549,9 +642,17 @@ impl GroupCoordinator {
         rx.await.unwrap_or(Err(GroupError::CoordinatorNotAvailable))
     }
 
-    pub fn heartbeat(&self, group_id: &str, generation: i32, member_id: &str, instance_id: Option<&str>) -> Result<(), GroupError> {
+    pub fn heartbeat(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+    ) -> Result<(), GroupError> {
         let mut groups = self.groups.lock();
-        let group = groups.get_mut(group_id).ok_or(GroupError::UnknownMemberId)?;
+        let group = groups
+            .get_mut(group_id)
+            .ok_or(GroupError::UnknownMemberId)?;
         if let Some(m) = group.members.get_mut(member_id) {
             m.last_heartbeat = Instant::now();
         }
@@ -564,9 +665,15 @@ impl GroupCoordinator {
     }
 
     /// LeaveGroup for each `(member_id, instance_id)`; static members may leave by instance id.
-    pub fn leave(&self, group_id: &str, members: &[(String, Option<String>)]) -> Result<Vec<Result<(), GroupError>>, GroupError> {
+    pub fn leave(
+        &self,
+        group_id: &str,
+        members: &[(String, Option<String>)],
+    ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
         let mut groups = self.groups.lock();
-        let group = groups.get_mut(group_id).ok_or(GroupError::UnknownMemberId)?;
+        let group = groups
+            .get_mut(group_id)
+            .ok_or(GroupError::UnknownMemberId)?;
         let now = Instant::now();
         Ok(members
             .iter()
@@ -590,14 +697,28 @@ impl GroupCoordinator {
 
     /// Whether an offset commit from this member is allowed now. Commits with generation -1
     /// and an empty member id come from consumers that assign partitions themselves.
-    pub fn check_commit(&self, group_id: &str, generation: i32, member_id: &str, instance_id: Option<&str>) -> Result<(), GroupError> {
+    pub fn check_commit(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+    ) -> Result<(), GroupError> {
         Self::validate_group_id(group_id)?;
         let mut groups = self.groups.lock();
         let Some(group) = groups.get_mut(group_id) else {
-            return if generation < 0 { Ok(()) } else { Err(GroupError::IllegalGeneration) };
+            return if generation < 0 {
+                Ok(())
+            } else {
+                Err(GroupError::IllegalGeneration)
+            };
         };
         if generation < 0 && member_id.is_empty() {
-            return if group.members.is_empty() { Ok(()) } else { Err(GroupError::UnknownMemberId) };
+            return if group.members.is_empty() {
+                Ok(())
+            } else {
+                Err(GroupError::UnknownMemberId)
+            };
         }
         if let Some(m) = group.members.get_mut(member_id) {
             m.last_heartbeat = Instant::now();
@@ -618,7 +739,11 @@ impl GroupCoordinator {
             let expired: Vec<String> = group
                 .members
                 .values()
-                .filter(|m| m.join_waiter.is_none() && m.sync_waiter.is_none() && now > m.last_heartbeat + m.session_timeout)
+                .filter(|m| {
+                    m.join_waiter.is_none()
+                        && m.sync_waiter.is_none()
+                        && now > m.last_heartbeat + m.session_timeout
+                })
                 .map(|m| m.id.clone())
                 .collect();
             for id in expired {
@@ -674,7 +799,10 @@ impl GroupCoordinator {
     /// Groups with members, as (group id, protocol type, state).
     pub fn list(&self) -> Vec<(String, String, GroupState)> {
         let groups = self.groups.lock();
-        let mut out: Vec<_> = groups.iter().map(|(id, g)| (id.clone(), g.protocol_type.clone(), g.state)).collect();
+        let mut out: Vec<_> = groups
+            .iter()
+            .map(|(id, g)| (id.clone(), g.protocol_type.clone(), g.state))
+            .collect();
         out.sort();
         out
     }
@@ -702,7 +830,10 @@ impl GroupCoordinator {
         for g in groups.values_mut() {
             for m in g.members.values_mut() {
                 if let Some(w) = m.join_waiter.take() {
-                    let _ = w.send(JoinResponse::error(GroupError::CoordinatorNotAvailable, m.id.clone()));
+                    let _ = w.send(JoinResponse::error(
+                        GroupError::CoordinatorNotAvailable,
+                        m.id.clone(),
+                    ));
                 }
                 if let Some(w) = m.sync_waiter.take() {
                     let _ = w.send(Err(GroupError::CoordinatorNotAvailable));
@@ -743,13 +874,22 @@ mod tests {
         assert_eq!(joined.leader, first.member_id);
         assert_eq!(joined.members.len(), 1);
         let sync = c
-            .sync("g", 1, &first.member_id, None, vec![(first.member_id.clone(), Bytes::from_static(b"a"))])
+            .sync(
+                "g",
+                1,
+                &first.member_id,
+                None,
+                vec![(first.member_id.clone(), Bytes::from_static(b"a"))],
+            )
             .await
             .unwrap();
         assert_eq!(&sync.assignment[..], b"a");
         assert_eq!(c.state("g"), Some(GroupState::Stable));
         assert!(c.heartbeat("g", 1, &first.member_id, None).is_ok());
-        assert_eq!(c.heartbeat("g", 0, &first.member_id, None), Err(GroupError::IllegalGeneration));
+        assert_eq!(
+            c.heartbeat("g", 0, &first.member_id, None),
+            Err(GroupError::IllegalGeneration)
+        );
     }
 
     #[tokio::test]
@@ -763,7 +903,10 @@ mod tests {
         let r2 = r.clone();
         let b_join = tokio::spawn(async move { c2.join(r2).await });
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(c.heartbeat("g", 1, &a.member_id, None), Err(GroupError::RebalanceInProgress));
+        assert_eq!(
+            c.heartbeat("g", 1, &a.member_id, None),
+            Err(GroupError::RebalanceInProgress)
+        );
         let mut again = r.clone();
         again.member_id = a.member_id.clone();
         let a2 = c.join(again).await;
@@ -774,8 +917,17 @@ mod tests {
         let c3 = c.clone();
         let bid = b.member_id.clone();
         let b_sync = tokio::spawn(async move { c3.sync("g", 2, &bid, None, vec![]).await });
-        let assignments = vec![(a.member_id.clone(), Bytes::from_static(b"0")), (b.member_id.clone(), Bytes::from_static(b"1"))];
-        assert_eq!(&c.sync("g", 2, &a.member_id, None, assignments).await.unwrap().assignment[..], b"0");
+        let assignments = vec![
+            (a.member_id.clone(), Bytes::from_static(b"0")),
+            (b.member_id.clone(), Bytes::from_static(b"1")),
+        ];
+        assert_eq!(
+            &c.sync("g", 2, &a.member_id, None, assignments)
+                .await
+                .unwrap()
+                .assignment[..],
+            b"0"
+        );
         assert_eq!(&b_sync.await.unwrap().unwrap().assignment[..], b"1");
     }
 

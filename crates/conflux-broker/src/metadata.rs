@@ -26,9 +26,17 @@ pub enum MetaEvent {
         #[serde(default)]
         internal: bool,
     },
-    TopicDeleted { name: String },
-    PartitionsIncreased { name: String, partitions: u32 },
-    TopicConfigsSet { name: String, configs: BTreeMap<String, String> },
+    TopicDeleted {
+        name: String,
+    },
+    PartitionsIncreased {
+        name: String,
+        partitions: u32,
+    },
+    TopicConfigsSet {
+        name: String,
+        configs: BTreeMap<String, String>,
+    },
 }
 
 /// The state the events describe: what a replay produces.
@@ -48,7 +56,13 @@ pub struct TopicMeta {
 impl MetaState {
     pub fn apply(&mut self, event: &MetaEvent) {
         match event {
-            MetaEvent::TopicCreated { name, id, partitions, configs, internal } => {
+            MetaEvent::TopicCreated {
+                name,
+                id,
+                partitions,
+                configs,
+                internal,
+            } => {
                 self.topics.insert(
                     name.clone(),
                     TopicMeta {
@@ -92,9 +106,16 @@ impl MetaState {
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
     #[error("metadata log I/O error at {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("metadata log {path} is corrupt at byte {position}: {reason}")]
-    Corrupt { path: PathBuf, position: u64, reason: String },
+    Corrupt {
+        path: PathBuf,
+        position: u64,
+        reason: String,
+    },
 }
 
 /// Largest single event accepted (a topic with many configs is a few KiB).
@@ -115,7 +136,10 @@ impl MetaLog {
     pub fn open(dir: &Path) -> Result<(MetaLog, MetaState), MetaError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
-            move |source| MetaError::Io { path: path.clone(), source }
+            move |source| MetaError::Io {
+                path: path.clone(),
+                source,
+            }
         };
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let path = dir.join("metadata.log");
@@ -138,16 +162,26 @@ impl MetaLog {
         for e in &events {
             state.apply(e);
         }
-        let log = MetaLog { path, file, events_in_file: events.len() };
+        let log = MetaLog {
+            path,
+            file,
+            events_in_file: events.len(),
+        };
         Ok((log, state))
     }
 
     /// Appends one event durably (fsync'd before returning); `state` must already include it.
     pub fn append(&mut self, event: &MetaEvent, state: &MetaState) -> Result<(), MetaError> {
         let frame = encode_frame(event);
-        let io = |source| MetaError::Io { path: self.path.clone(), source };
+        let io = |source| MetaError::Io {
+            path: self.path.clone(),
+            source,
+        };
         self.file.write_all(&frame).map_err(io)?;
-        self.file.sync_data().map_err(|source| MetaError::Io { path: self.path.clone(), source })?;
+        self.file.sync_data().map_err(|source| MetaError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
         self.events_in_file += 1;
         if self.events_in_file > state.topics.len() + SNAPSHOT_SLACK_EVENTS {
             self.snapshot(state)?;
@@ -160,7 +194,10 @@ impl MetaLog {
         let tmp = self.path.with_extension("log.tmp");
         let io = |p: &Path| {
             let p = p.to_path_buf();
-            move |source| MetaError::Io { path: p.clone(), source }
+            move |source| MetaError::Io {
+                path: p.clone(),
+                source,
+            }
         };
         let events = state.snapshot_events();
         let mut out = File::create(&tmp).map_err(io(&tmp))?;
@@ -170,9 +207,14 @@ impl MetaLog {
         out.sync_all().map_err(io(&tmp))?;
         std::fs::rename(&tmp, &self.path).map_err(io(&self.path))?;
         if let Some(dir) = self.path.parent() {
-            File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io(dir))?;
         }
-        self.file = OpenOptions::new().append(true).open(&self.path).map_err(io(&self.path))?;
+        self.file = OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .map_err(io(&self.path))?;
         self.events_in_file = events.len();
         Ok(())
     }
@@ -262,7 +304,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let (mut log, mut state) = MetaLog::open(dir.path()).unwrap();
-            for e in [created("a"), created("b"), MetaEvent::TopicDeleted { name: "a".into() }] {
+            for e in [
+                created("a"),
+                created("b"),
+                MetaEvent::TopicDeleted { name: "a".into() },
+            ] {
                 state.apply(&e);
                 log.append(&e, &state).unwrap();
             }
@@ -292,7 +338,10 @@ mod tests {
         let mut raw = std::fs::read(&path).unwrap();
         raw[12] ^= 0xff;
         std::fs::write(&path, &raw).unwrap();
-        assert!(matches!(MetaLog::open(dir.path()), Err(MetaError::Corrupt { .. })));
+        assert!(matches!(
+            MetaLog::open(dir.path()),
+            Err(MetaError::Corrupt { .. })
+        ));
     }
 
     #[test]

@@ -61,8 +61,9 @@ impl OffsetStore {
                     .map_err(|e| BrokerError::Storage(format!("{OFFSETS_TOPIC}: {e}")))?
                 {
                     next = header.last_offset() + 1;
-                    let records = conflux_wire::records::decode_records(&batch, REPLAY_BATCH_SIZE_BYTES_MAX)
-                        .map_err(|e| BrokerError::Storage(format!("{OFFSETS_TOPIC}: {e}")))?;
+                    let records =
+                        conflux_wire::records::decode_records(&batch, REPLAY_BATCH_SIZE_BYTES_MAX)
+                            .map_err(|e| BrokerError::Storage(format!("{OFFSETS_TOPIC}: {e}")))?;
                     for r in records {
                         apply_record(&mut offsets, r.key.as_deref(), r.value.as_deref());
                     }
@@ -70,19 +71,34 @@ impl OffsetStore {
             }
         }
         let count: usize = offsets.values().map(HashMap::len).sum();
-        tracing::info!(groups = offsets.len(), offsets = count, "committed offsets loaded");
-        Ok(OffsetStore { topic, offsets: RwLock::new(offsets) })
+        tracing::info!(
+            groups = offsets.len(),
+            offsets = count,
+            "committed offsets loaded"
+        );
+        Ok(OffsetStore {
+            topic,
+            offsets: RwLock::new(offsets),
+        })
     }
 
     /// Durably stores a set of commits for one group, then makes them visible.
-    pub async fn commit(&self, group: &str, commits: Vec<(String, i32, CommittedOffset)>) -> Result<()> {
+    pub async fn commit(
+        &self,
+        group: &str,
+        commits: Vec<(String, i32, CommittedOffset)>,
+    ) -> Result<()> {
         if commits.is_empty() {
             return Ok(());
         }
         let now = crate::now_ms();
         let mut builder = BatchBuilder::new(now);
         for (topic, partition, c) in &commits {
-            let key = OffsetKey { group: group.to_string(), topic: topic.clone(), partition: *partition };
+            let key = OffsetKey {
+                group: group.to_string(),
+                topic: topic.clone(),
+                partition: *partition,
+            };
             builder.append(now, Some(encode(&key)), Some(encode(c)), Vec::new());
         }
         self.append(builder).await?;
@@ -95,13 +111,22 @@ impl OffsetStore {
     }
 
     /// Removes offsets (all of a group's when `partitions` is `None`).
-    pub async fn delete(&self, group: &str, partitions: Option<Vec<(String, i32)>>) -> Result<usize> {
+    pub async fn delete(
+        &self,
+        group: &str,
+        partitions: Option<Vec<(String, i32)>>,
+    ) -> Result<usize> {
         let targets: Vec<(String, i32)> = {
             let offsets = self.offsets.read();
-            let Some(existing) = offsets.get(group) else { return Ok(0) };
+            let Some(existing) = offsets.get(group) else {
+                return Ok(0);
+            };
             match partitions {
                 None => existing.keys().cloned().collect(),
-                Some(ps) => ps.into_iter().filter(|k| existing.contains_key(k)).collect(),
+                Some(ps) => ps
+                    .into_iter()
+                    .filter(|k| existing.contains_key(k))
+                    .collect(),
             }
         };
         if targets.is_empty() {
@@ -110,7 +135,11 @@ impl OffsetStore {
         let now = crate::now_ms();
         let mut builder = BatchBuilder::new(now);
         for (topic, partition) in &targets {
-            let key = OffsetKey { group: group.to_string(), topic: topic.clone(), partition: *partition };
+            let key = OffsetKey {
+                group: group.to_string(),
+                topic: topic.clone(),
+                partition: *partition,
+            };
             builder.append(now, Some(encode(&key)), None, Vec::new());
         }
         self.append(builder).await?;
@@ -127,13 +156,19 @@ impl OffsetStore {
     }
 
     async fn append(&self, builder: BatchBuilder) -> Result<()> {
-        let batch = builder.build().map_err(|e| BrokerError::Storage(format!("building offsets batch: {e}")))?;
+        let batch = builder
+            .build()
+            .map_err(|e| BrokerError::Storage(format!("building offsets batch: {e}")))?;
         self.topic.append(0, batch).await?;
         Ok(())
     }
 
     pub fn fetch(&self, group: &str, topic: &str, partition: i32) -> Option<CommittedOffset> {
-        self.offsets.read().get(group)?.get(&(topic.to_string(), partition)).cloned()
+        self.offsets
+            .read()
+            .get(group)?
+            .get(&(topic.to_string(), partition))
+            .cloned()
     }
 
     /// Every committed offset of a group, sorted by topic and partition.
@@ -141,7 +176,11 @@ impl OffsetStore {
         let offsets = self.offsets.read();
         let mut all: Vec<_> = offsets
             .get(group)
-            .map(|g| g.iter().map(|((t, p), c)| (t.clone(), *p, c.clone())).collect())
+            .map(|g| {
+                g.iter()
+                    .map(|((t, p), c)| (t.clone(), *p, c.clone()))
+                    .collect()
+            })
             .unwrap_or_default();
         all.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
         all
@@ -173,14 +212,21 @@ fn encode<T: Serialize>(v: &T) -> Bytes {
     Bytes::from(serde_json::to_vec(v).unwrap_or_default())
 }
 
-fn apply_record(offsets: &mut HashMap<String, GroupOffsets>, key: Option<&[u8]>, value: Option<&[u8]>) {
+fn apply_record(
+    offsets: &mut HashMap<String, GroupOffsets>,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+) {
     let Some(key) = key.and_then(|k| serde_json::from_slice::<OffsetKey>(k).ok()) else {
         tracing::warn!("skipping undecodable key in {OFFSETS_TOPIC}");
         return;
     };
     match value.map(serde_json::from_slice::<CommittedOffset>) {
         Some(Ok(c)) => {
-            offsets.entry(key.group).or_default().insert((key.topic, key.partition), c);
+            offsets
+                .entry(key.group)
+                .or_default()
+                .insert((key.topic, key.partition), c);
         }
         None => {
             if let Some(g) = offsets.get_mut(&key.group) {

@@ -27,12 +27,21 @@ impl ProducerIdAllocator {
     pub fn open(meta_dir: &Path) -> Result<Self> {
         let path = meta_dir.join("producer_id_block");
         let block_end = match std::fs::read_to_string(&path) {
-            Ok(s) => s.trim().parse::<i64>().map_err(|e| BrokerError::Storage(format!("{}: {e}", path.display())))?,
+            Ok(s) => s
+                .trim()
+                .parse::<i64>()
+                .map_err(|e| BrokerError::Storage(format!("{}: {e}", path.display())))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
             Err(e) => return Err(BrokerError::Storage(format!("{}: {e}", path.display()))),
         };
         // Everything below the persisted block end may have been handed out.
-        Ok(ProducerIdAllocator { path, state: Mutex::new(State { next: block_end, block_end }) })
+        Ok(ProducerIdAllocator {
+            path,
+            state: Mutex::new(State {
+                next: block_end,
+                block_end,
+            }),
+        })
     }
 
     /// The next unused producer id. Blocking (may fsync a new block).
@@ -43,7 +52,9 @@ impl ProducerIdAllocator {
             let tmp = self.path.with_extension("tmp");
             let io = |e: std::io::Error| BrokerError::Storage(format!("producer id block: {e}"));
             std::fs::write(&tmp, end.to_string()).map_err(io)?;
-            std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
+            std::fs::File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(io)?;
             std::fs::rename(&tmp, &self.path).map_err(io)?;
             s.block_end = end;
         }

@@ -38,10 +38,17 @@ pub enum SequenceCheck {
     /// New and in order: append it.
     Accept,
     /// Already written at this base offset: answer success without appending.
-    Duplicate { base_offset: i64 },
-    OutOfOrder { expected: i32, got: i32 },
+    Duplicate {
+        base_offset: i64,
+    },
+    OutOfOrder {
+        expected: i32,
+        got: i32,
+    },
     /// The producer's epoch is older than one already seen (a fenced zombie).
-    StaleEpoch { current: i16 },
+    StaleEpoch {
+        current: i16,
+    },
 }
 
 /// Per-partition producer state.
@@ -77,28 +84,45 @@ impl ProducerStates {
             return if h.base_sequence == 0 {
                 SequenceCheck::Accept
             } else {
-                SequenceCheck::OutOfOrder { expected: 0, got: h.base_sequence }
+                SequenceCheck::OutOfOrder {
+                    expected: 0,
+                    got: h.base_sequence,
+                }
             };
         };
         if h.producer_epoch < entry.epoch {
-            return SequenceCheck::StaleEpoch { current: entry.epoch };
+            return SequenceCheck::StaleEpoch {
+                current: entry.epoch,
+            };
         }
         if h.producer_epoch > entry.epoch {
             return if h.base_sequence == 0 {
                 SequenceCheck::Accept
             } else {
-                SequenceCheck::OutOfOrder { expected: 0, got: h.base_sequence }
+                SequenceCheck::OutOfOrder {
+                    expected: 0,
+                    got: h.base_sequence,
+                }
             };
         }
         let last_seq = last_seq_of(h);
-        if let Some(dup) = entry.batches.iter().find(|b| b.first_seq == h.base_sequence && b.last_seq == last_seq) {
-            return SequenceCheck::Duplicate { base_offset: dup.base_offset };
+        if let Some(dup) = entry
+            .batches
+            .iter()
+            .find(|b| b.first_seq == h.base_sequence && b.last_seq == last_seq)
+        {
+            return SequenceCheck::Duplicate {
+                base_offset: dup.base_offset,
+            };
         }
         let expected = entry.batches.back().map_or(0, |b| next_seq(b.last_seq));
         if h.base_sequence == expected {
             SequenceCheck::Accept
         } else {
-            SequenceCheck::OutOfOrder { expected, got: h.base_sequence }
+            SequenceCheck::OutOfOrder {
+                expected,
+                got: h.base_sequence,
+            }
         }
     }
 
@@ -107,20 +131,29 @@ impl ProducerStates {
         if h.producer_id < 0 || h.base_sequence < 0 {
             return;
         }
-        if self.producers.len() >= PRODUCERS_PER_PARTITION_MAX && !self.producers.contains_key(&h.producer_id) {
+        if self.producers.len() >= PRODUCERS_PER_PARTITION_MAX
+            && !self.producers.contains_key(&h.producer_id)
+        {
             self.evict_oldest();
         }
-        let entry = self.producers.entry(h.producer_id).or_insert_with(|| ProducerEntry {
-            epoch: h.producer_epoch,
-            batches: VecDeque::new(),
-            last_used_ms: now_ms,
-        });
+        let entry = self
+            .producers
+            .entry(h.producer_id)
+            .or_insert_with(|| ProducerEntry {
+                epoch: h.producer_epoch,
+                batches: VecDeque::new(),
+                last_used_ms: now_ms,
+            });
         if h.producer_epoch != entry.epoch {
             entry.epoch = h.producer_epoch;
             entry.batches.clear();
         }
         entry.last_used_ms = now_ms;
-        entry.batches.push_back(BatchMeta { first_seq: h.base_sequence, last_seq: last_seq_of(h), base_offset });
+        entry.batches.push_back(BatchMeta {
+            first_seq: h.base_sequence,
+            last_seq: last_seq_of(h),
+            base_offset,
+        });
         while entry.batches.len() > BATCHES_REMEMBERED {
             entry.batches.pop_front();
         }
@@ -129,7 +162,11 @@ impl ProducerStates {
     /// Fills in the offset of an in-flight batch once its append completed.
     pub fn complete(&mut self, producer_id: i64, first_seq: i32, base_offset: i64) {
         if let Some(entry) = self.producers.get_mut(&producer_id) {
-            if let Some(b) = entry.batches.iter_mut().find(|b| b.first_seq == first_seq && b.base_offset < 0) {
+            if let Some(b) = entry
+                .batches
+                .iter_mut()
+                .find(|b| b.first_seq == first_seq && b.base_offset < 0)
+            {
                 b.base_offset = base_offset;
             }
         }
@@ -138,7 +175,9 @@ impl ProducerStates {
     /// Forgets an in-flight batch whose append failed.
     pub fn abandon(&mut self, producer_id: i64, first_seq: i32) {
         if let Some(entry) = self.producers.get_mut(&producer_id) {
-            entry.batches.retain(|b| !(b.first_seq == first_seq && b.base_offset < 0));
+            entry
+                .batches
+                .retain(|b| !(b.first_seq == first_seq && b.base_offset < 0));
         }
     }
 
@@ -168,12 +207,24 @@ impl ProducerStates {
     pub fn describe(&self) -> Vec<(i64, i16, i32, i64)> {
         self.producers
             .iter()
-            .map(|(id, e)| (*id, e.epoch, e.batches.back().map_or(-1, |b| b.last_seq), e.last_used_ms))
+            .map(|(id, e)| {
+                (
+                    *id,
+                    e.epoch,
+                    e.batches.back().map_or(-1, |b| b.last_seq),
+                    e.last_used_ms,
+                )
+            })
             .collect()
     }
 
     fn evict_oldest(&mut self) {
-        if let Some(oldest) = self.producers.iter().min_by_key(|(_, e)| e.last_used_ms).map(|(id, _)| *id) {
+        if let Some(oldest) = self
+            .producers
+            .iter()
+            .min_by_key(|(_, e)| e.last_used_ms)
+            .map(|(id, _)| *id)
+        {
             self.producers.remove(&oldest);
         }
     }
@@ -211,17 +262,32 @@ mod tests {
         assert_eq!(s.check(&b0), SequenceCheck::Duplicate { base_offset: 100 });
         let b1 = header(7, 0, 5, 3);
         assert_eq!(s.check(&b1), SequenceCheck::Accept);
-        assert_eq!(s.check(&header(7, 0, 9, 1)), SequenceCheck::OutOfOrder { expected: 5, got: 9 });
+        assert_eq!(
+            s.check(&header(7, 0, 9, 1)),
+            SequenceCheck::OutOfOrder {
+                expected: 5,
+                got: 9
+            }
+        );
     }
 
     #[test]
     fn epochs_fence_and_reset() {
         let mut s = ProducerStates::default();
         s.record(&header(7, 3, 0, 1), 0, 0);
-        assert_eq!(s.check(&header(7, 2, 1, 1)), SequenceCheck::StaleEpoch { current: 3 });
+        assert_eq!(
+            s.check(&header(7, 2, 1, 1)),
+            SequenceCheck::StaleEpoch { current: 3 }
+        );
         assert_eq!(s.check(&header(7, 4, 0, 1)), SequenceCheck::Accept);
-        assert!(matches!(s.check(&header(7, 4, 3, 1)), SequenceCheck::OutOfOrder { .. }));
-        assert_eq!(s.check(&header(-1, -1, -1, 1)), SequenceCheck::NotIdempotent);
+        assert!(matches!(
+            s.check(&header(7, 4, 3, 1)),
+            SequenceCheck::OutOfOrder { .. }
+        ));
+        assert_eq!(
+            s.check(&header(-1, -1, -1, 1)),
+            SequenceCheck::NotIdempotent
+        );
     }
 
     #[test]
@@ -231,8 +297,14 @@ mod tests {
             let h = header(1, 0, i, 1);
             s.record(&h, i64::from(i), 0);
         }
-        assert!(matches!(s.check(&header(1, 0, 0, 1)), SequenceCheck::OutOfOrder { .. }));
-        assert_eq!(s.check(&header(1, 0, 6, 1)), SequenceCheck::Duplicate { base_offset: 6 });
+        assert!(matches!(
+            s.check(&header(1, 0, 0, 1)),
+            SequenceCheck::OutOfOrder { .. }
+        ));
+        assert_eq!(
+            s.check(&header(1, 0, 6, 1)),
+            SequenceCheck::Duplicate { base_offset: 6 }
+        );
         assert_eq!(s.check(&header(1, 0, 7, 1)), SequenceCheck::Accept);
     }
 
@@ -241,7 +313,13 @@ mod tests {
         let mut s = ProducerStates::default();
         s.record(&header(1, 0, 0, 1), 0, 0);
         let mut h = header(1, 0, i32::MAX - 1, 2);
-        s.producers.get_mut(&1).unwrap().batches.back_mut().unwrap().last_seq = i32::MAX - 2;
+        s.producers
+            .get_mut(&1)
+            .unwrap()
+            .batches
+            .back_mut()
+            .unwrap()
+            .last_seq = i32::MAX - 2;
         assert_eq!(s.check(&h), SequenceCheck::Accept);
         s.record(&h, 10, 0);
         h = header(1, 0, 0, 1);

@@ -68,7 +68,11 @@ pub enum ConfigError {
     #[error("unknown topic config '{0}'")]
     UnknownKey(String),
     #[error("invalid value '{value}' for topic config '{key}': {reason}")]
-    InvalidValue { key: String, value: String, reason: String },
+    InvalidValue {
+        key: String,
+        value: String,
+        reason: String,
+    },
 }
 
 /// Validates one key/value pair.
@@ -96,18 +100,26 @@ pub fn validate(name: &str, value: &str) -> Result<(), ConfigError> {
             }
         }
         ConfigType::Boolean => {
-            value.parse::<bool>().map_err(|_| bad("not true or false"))?;
+            value
+                .parse::<bool>()
+                .map_err(|_| bad("not true or false"))?;
         }
         ConfigType::List => {
             for item in value.split(',').map(str::trim) {
                 if !key.allowed.is_empty() && !key.allowed.contains(&item) {
-                    return Err(bad(&format!("allowed values are {}", key.allowed.join(", "))));
+                    return Err(bad(&format!(
+                        "allowed values are {}",
+                        key.allowed.join(", ")
+                    )));
                 }
             }
         }
         ConfigType::String => {
             if !key.allowed.is_empty() && !key.allowed.contains(&value) {
-                return Err(bad(&format!("allowed values are {}", key.allowed.join(", "))));
+                return Err(bad(&format!(
+                    "allowed values are {}",
+                    key.allowed.join(", ")
+                )));
             }
         }
     }
@@ -147,7 +159,9 @@ impl TopicConfig {
     }
 
     pub fn compression_type(&self) -> String {
-        self.get("compression.type").map(|(v, _)| v).unwrap_or_else(|| "producer".into())
+        self.get("compression.type")
+            .map(|(v, _)| v)
+            .unwrap_or_else(|| "producer".into())
     }
 
     /// Translates into the partition log's settings.
@@ -157,8 +171,13 @@ impl TopicConfig {
         cfg.segment_size_bytes_max = self.get_i64("segment.bytes").max(14) as u64;
         cfg.segment_age_ms_max = Some(self.get_i64("segment.ms").max(1) as u64);
         cfg.retention_ms = Some(self.get_i64("retention.ms")).filter(|v| *v >= 0);
-        cfg.retention_bytes = Some(self.get_i64("retention.bytes")).filter(|v| *v >= 0).map(|v| v as u64);
-        let policy = self.get("cleanup.policy").map(|(v, _)| v).unwrap_or_default();
+        cfg.retention_bytes = Some(self.get_i64("retention.bytes"))
+            .filter(|v| *v >= 0)
+            .map(|v| v as u64);
+        let policy = self
+            .get("cleanup.policy")
+            .map(|(v, _)| v)
+            .unwrap_or_default();
         let (compact, delete) = (policy.contains("compact"), policy.contains("delete"));
         cfg.cleanup_policy = match (compact, delete) {
             (true, true) => CleanupPolicy::CompactDelete,
@@ -174,7 +193,11 @@ impl TopicConfig {
                 interval_ms: Some(self.get_i64("flush.ms").clamp(1, 3_600_000) as u64),
             }
         };
-        cfg.timestamp_type = match self.get("message.timestamp.type").map(|(v, _)| v).as_deref() {
+        cfg.timestamp_type = match self
+            .get("message.timestamp.type")
+            .map(|(v, _)| v)
+            .as_deref()
+        {
             Some("LogAppendTime") => TimestampType::LogAppendTime,
             _ => TimestampType::CreateTime,
         };
@@ -194,8 +217,14 @@ mod tests {
     #[test]
     fn validation_names_key_and_value() {
         let err = validate("retention.ms", "soon").unwrap_err();
-        assert_eq!(err.to_string(), "invalid value 'soon' for topic config 'retention.ms': not an integer");
-        assert!(matches!(validate("no.such.key", "1"), Err(ConfigError::UnknownKey(_))));
+        assert_eq!(
+            err.to_string(),
+            "invalid value 'soon' for topic config 'retention.ms': not an integer"
+        );
+        assert!(matches!(
+            validate("no.such.key", "1"),
+            Err(ConfigError::UnknownKey(_))
+        ));
         assert!(validate("cleanup.policy", "compact,delete").is_ok());
         assert!(validate("cleanup.policy", "forever").is_err());
         assert!(validate("min.cleanable.dirty.ratio", "1.5").is_err());
@@ -205,9 +234,15 @@ mod tests {
     #[test]
     fn overrides_win_over_defaults() {
         let mut cfg = TopicConfig::default();
-        assert_eq!(cfg.get("retention.ms"), Some(("604800000".into(), ConfigSource::Default)));
+        assert_eq!(
+            cfg.get("retention.ms"),
+            Some(("604800000".into(), ConfigSource::Default))
+        );
         cfg.overrides.insert("retention.ms".into(), "1000".into());
-        assert_eq!(cfg.get("retention.ms"), Some(("1000".into(), ConfigSource::Topic)));
+        assert_eq!(
+            cfg.get("retention.ms"),
+            Some(("1000".into(), ConfigSource::Topic))
+        );
         assert_eq!(cfg.log_config().retention_ms, Some(1000));
     }
 }

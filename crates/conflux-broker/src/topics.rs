@@ -11,8 +11,8 @@ use parking_lot::RwLock;
 
 use crate::error::{BrokerError, Result};
 use crate::producers::{ProducerStates, SequenceCheck};
-use conflux_wire::batch::BatchHeader;
 use crate::topic_config::TopicConfig;
+use conflux_wire::batch::BatchHeader;
 
 /// Kafka's limit on topic name length.
 pub const TOPIC_NAME_LEN_MAX: usize = 249;
@@ -22,7 +22,10 @@ pub const PARTITIONS_PER_TOPIC_MAX: u32 = 10_000;
 /// Checks a topic name against Kafka's rules.
 pub fn validate_topic_name(name: &str) -> Result<()> {
     let bad = |reason: &str| {
-        Err(BrokerError::InvalidTopic { name: name.to_string(), reason: reason.to_string() })
+        Err(BrokerError::InvalidTopic {
+            name: name.to_string(),
+            reason: reason.to_string(),
+        })
     };
     if name.is_empty() {
         return bad("the name is empty");
@@ -33,7 +36,10 @@ pub fn validate_topic_name(name: &str) -> Result<()> {
     if name.len() > TOPIC_NAME_LEN_MAX {
         return bad("the name is longer than 249 characters");
     }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
         return bad("only ASCII letters, digits, '.', '_' and '-' are allowed");
     }
     Ok(())
@@ -55,7 +61,13 @@ impl Partition {
     /// Wraps an opened log, rebuilding producer state from the batches of its active segment.
     pub fn new(topic: &str, index: i32, log: PartitionLog) -> Partition {
         let producers = parking_lot::Mutex::new(rebuild_producer_state(&log));
-        Partition { topic: topic.to_string(), index, log, leader_epoch: 0, producers }
+        Partition {
+            topic: topic.to_string(),
+            index,
+            log,
+            leader_epoch: 0,
+            producers,
+        }
     }
 
     pub fn dir_for(logs_dir: &Path, topic: &str, index: i32) -> PathBuf {
@@ -94,7 +106,9 @@ impl Topic {
     }
 
     pub fn partition(&self, index: i32) -> Option<Arc<Partition>> {
-        usize::try_from(index).ok().and_then(|i| self.partitions.read().get(i).cloned())
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.partitions.read().get(i).cloned())
     }
 
     /// Validates and appends one produce request's record batches to a partition, waiting for
@@ -103,9 +117,9 @@ impl Topic {
     /// the order of checks is the order of appends; a retried batch is answered with the offset
     /// it was first written at.
     pub async fn append(&self, index: i32, records: Bytes) -> Result<AppendInfo> {
-        let partition = self
-            .partition(index)
-            .ok_or_else(|| BrokerError::UnknownTopicOrPartition(format!("{}-{index}", self.name)))?;
+        let partition = self.partition(index).ok_or_else(|| {
+            BrokerError::UnknownTopicOrPartition(format!("{}-{index}", self.name))
+        })?;
         let limit_bytes = self.config.read().max_message_bytes();
         let headers = validate_batches(&records, limit_bytes)?;
         let now = crate::now_ms();
@@ -168,13 +182,18 @@ pub fn validate_batches(records: &Bytes, limit_bytes: usize) -> Result<Vec<Batch
     let mut rest = records.clone();
     let mut headers = Vec::new();
     if rest.is_empty() {
-        return Err(BrokerError::CorruptMessage("the produce request carries no record batch".into()));
+        return Err(BrokerError::CorruptMessage(
+            "the produce request carries no record batch".into(),
+        ));
     }
     while let Some((header, _)) = conflux_wire::batch::split_batch(&mut rest)
         .map_err(|e| BrokerError::CorruptMessage(e.to_string()))?
     {
         if header.size_bytes() > limit_bytes {
-            return Err(BrokerError::MessageTooLarge { size_bytes: header.size_bytes(), limit_bytes });
+            return Err(BrokerError::MessageTooLarge {
+                size_bytes: header.size_bytes(),
+                limit_bytes,
+            });
         }
         if header.record_count == 0 || header.last_offset_delta < header.record_count - 1 {
             return Err(BrokerError::InvalidRecord(format!(
@@ -224,7 +243,10 @@ mod tests {
     fn topic_names_follow_kafka_rules() {
         assert!(validate_topic_name("orders.order-created_v1").is_ok());
         for bad in ["", ".", "..", "has space", "ünicode", &"x".repeat(250)] {
-            assert!(validate_topic_name(bad).is_err(), "{bad:?} should be rejected");
+            assert!(
+                validate_topic_name(bad).is_err(),
+                "{bad:?} should be rejected"
+            );
         }
     }
 }
@@ -234,7 +256,9 @@ fn rebuild_producer_state(log: &PartitionLog) -> ProducerStates {
     let mut states = ProducerStates::default();
     let mut next = log.active_segment_base_offset().max(log.log_start_offset());
     while next < log.log_end_offset() {
-        let Ok(read) = log.read(next, 4 * 1024 * 1024) else { break };
+        let Ok(read) = log.read(next, 4 * 1024 * 1024) else {
+            break;
+        };
         let mut chunk = read.records;
         if chunk.is_empty() {
             break;

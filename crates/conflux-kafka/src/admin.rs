@@ -8,7 +8,9 @@ use conflux_broker::topic_config::{self, ConfigSource, ConfigType, TopicConfig};
 use conflux_broker::{BrokerError, NewTopic};
 use conflux_wire::generated::alter_configs_response::AlterConfigsResourceResponse;
 use conflux_wire::generated::create_partitions_response::CreatePartitionsTopicResult;
-use conflux_wire::generated::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use conflux_wire::generated::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use conflux_wire::generated::delete_topics_response::DeletableTopicResult;
 use conflux_wire::generated::describe_cluster_response::DescribeClusterBroker;
 use conflux_wire::generated::describe_configs_response::{
@@ -21,9 +23,9 @@ use conflux_wire::generated::incremental_alter_configs_response::AlterConfigsRes
 use conflux_wire::generated::{
     AlterConfigsRequest, AlterConfigsResponse, CreatePartitionsRequest, CreatePartitionsResponse,
     CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    DescribeClusterRequest, DescribeClusterResponse, DescribeConfigsRequest, DescribeConfigsResponse,
-    DescribeLogDirsRequest, DescribeLogDirsResponse, IncrementalAlterConfigsRequest,
-    IncrementalAlterConfigsResponse,
+    DescribeClusterRequest, DescribeClusterResponse, DescribeConfigsRequest,
+    DescribeConfigsResponse, DescribeLogDirsRequest, DescribeLogDirsResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
 };
 
 use crate::{error_code, KafkaContext};
@@ -44,75 +46,93 @@ fn err_parts(e: &BrokerError) -> (i16, Option<String>) {
     (error_code::from_broker(e), Some(e.to_string()))
 }
 
-pub async fn create_topics(ctx: &Arc<KafkaContext>, req: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+pub async fn create_topics(
+    ctx: &Arc<KafkaContext>,
+    req: CreateTopicsRequest,
+    version: i16,
+) -> CreateTopicsResponse {
     let broker = ctx.broker.clone();
     let validate_only = req.validate_only;
-    let topics = blocking(move || {
-        req.topics
-            .into_iter()
-            .map(|t| {
-                let mut configs = BTreeMap::new();
-                for c in &t.configs {
-                    if let Some(v) = &c.value {
-                        configs.insert(c.name.clone(), v.clone());
-                    }
-                }
-                let new = NewTopic {
-                    name: t.name.clone(),
-                    partitions: (t.num_partitions > 0).then_some(t.num_partitions as u32),
-                    replication_factor: Some(t.replication_factor),
-                    configs,
-                };
-                let bad_partitions = t.num_partitions == 0 || t.num_partitions < -1;
-                let result = if bad_partitions {
-                    Err(BrokerError::InvalidPartitions(format!(
-                        "number of partitions must be larger than 0, got {}",
-                        t.num_partitions
-                    )))
-                } else if !t.assignments.is_empty() && t.assignments.iter().any(|a| a.broker_ids != [broker.node_id()]) {
-                    Err(BrokerError::InvalidReplicationFactor("replica assignments may only name this broker".into()))
-                } else if validate_only {
-                    broker.validate_new_topic(&new).map(|_| None)
-                } else {
-                    broker.create_topic(new.clone(), false).map(Some)
-                };
-                match result {
-                    Ok(created) => {
-                        let partitions = broker.validate_new_topic(&new).unwrap_or(0);
-                        let partitions = created.as_ref().map_or(partitions as i32, |c| c.partition_count() as i32);
-                        let cfg = created.as_ref().map(|c| c.config()).unwrap_or_else(|| TopicConfig {
-                            defaults: broker.config().topic_defaults.clone(),
-                            overrides: new.configs.clone(),
-                        });
-                        CreatableTopicResult {
-                            name: t.name,
-                            topic_id: created.as_ref().map(|c| c.id).unwrap_or_default(),
-                            error_code: error_code::NONE,
-                            num_partitions: partitions,
-                            replication_factor: 1,
-                            configs: (version >= 5).then(|| created_configs(&cfg)),
-                            ..Default::default()
+    let topics =
+        blocking(move || {
+            req.topics
+                .into_iter()
+                .map(|t| {
+                    let mut configs = BTreeMap::new();
+                    for c in &t.configs {
+                        if let Some(v) = &c.value {
+                            configs.insert(c.name.clone(), v.clone());
                         }
                     }
-                    Err(e) => {
-                        let (code, message) = err_parts(&e);
-                        CreatableTopicResult {
-                            name: t.name,
-                            error_code: code,
-                            error_message: message,
-                            num_partitions: -1,
-                            replication_factor: -1,
-                            configs: None,
-                            ..Default::default()
+                    let new = NewTopic {
+                        name: t.name.clone(),
+                        partitions: (t.num_partitions > 0).then_some(t.num_partitions as u32),
+                        replication_factor: Some(t.replication_factor),
+                        configs,
+                    };
+                    let bad_partitions = t.num_partitions == 0 || t.num_partitions < -1;
+                    let result = if bad_partitions {
+                        Err(BrokerError::InvalidPartitions(format!(
+                            "number of partitions must be larger than 0, got {}",
+                            t.num_partitions
+                        )))
+                    } else if !t.assignments.is_empty()
+                        && t.assignments
+                            .iter()
+                            .any(|a| a.broker_ids != [broker.node_id()])
+                    {
+                        Err(BrokerError::InvalidReplicationFactor(
+                            "replica assignments may only name this broker".into(),
+                        ))
+                    } else if validate_only {
+                        broker.validate_new_topic(&new).map(|_| None)
+                    } else {
+                        broker.create_topic(new.clone(), false).map(Some)
+                    };
+                    match result {
+                        Ok(created) => {
+                            let partitions = broker.validate_new_topic(&new).unwrap_or(0);
+                            let partitions = created
+                                .as_ref()
+                                .map_or(partitions as i32, |c| c.partition_count() as i32);
+                            let cfg = created.as_ref().map(|c| c.config()).unwrap_or_else(|| {
+                                TopicConfig {
+                                    defaults: broker.config().topic_defaults.clone(),
+                                    overrides: new.configs.clone(),
+                                }
+                            });
+                            CreatableTopicResult {
+                                name: t.name,
+                                topic_id: created.as_ref().map(|c| c.id).unwrap_or_default(),
+                                error_code: error_code::NONE,
+                                num_partitions: partitions,
+                                replication_factor: 1,
+                                configs: (version >= 5).then(|| created_configs(&cfg)),
+                                ..Default::default()
+                            }
+                        }
+                        Err(e) => {
+                            let (code, message) = err_parts(&e);
+                            CreatableTopicResult {
+                                name: t.name,
+                                error_code: code,
+                                error_message: message,
+                                num_partitions: -1,
+                                replication_factor: -1,
+                                configs: None,
+                                ..Default::default()
+                            }
                         }
                     }
-                }
-            })
-            .collect()
-    })
-    .await
-    .unwrap_or_default();
-    CreateTopicsResponse { topics, ..Default::default() }
+                })
+                .collect()
+        })
+        .await
+        .unwrap_or_default();
+    CreateTopicsResponse {
+        topics,
+        ..Default::default()
+    }
 }
 
 fn created_configs(cfg: &TopicConfig) -> Vec<CreatableTopicConfigs> {
@@ -151,13 +171,23 @@ fn type_code(kind: ConfigType) -> i8 {
     }
 }
 
-pub async fn delete_topics(ctx: &Arc<KafkaContext>, req: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
+pub async fn delete_topics(
+    ctx: &Arc<KafkaContext>,
+    req: DeleteTopicsRequest,
+    version: i16,
+) -> DeleteTopicsResponse {
     let broker = ctx.broker.clone();
     // v0-5 name topics in `topic_names`; v6 in `topics` by name or id.
     let targets: Vec<(Option<String>, uuid::Uuid)> = if version >= 6 {
-        req.topics.into_iter().map(|t| (t.name, t.topic_id)).collect()
+        req.topics
+            .into_iter()
+            .map(|t| (t.name, t.topic_id))
+            .collect()
     } else {
-        req.topic_names.into_iter().map(|n| (Some(n), uuid::Uuid::nil())).collect()
+        req.topic_names
+            .into_iter()
+            .map(|n| (Some(n), uuid::Uuid::nil()))
+            .collect()
     };
     let responses = blocking(move || {
         targets
@@ -168,7 +198,10 @@ pub async fn delete_topics(ctx: &Arc<KafkaContext>, req: DeleteTopicsRequest, ve
                     None => broker.topic_by_id(id),
                 };
                 let result = match resolved {
-                    None if name.is_none() => Err((error_code::UNKNOWN_TOPIC_ID, format!("no topic with id {id}"))),
+                    None if name.is_none() => Err((
+                        error_code::UNKNOWN_TOPIC_ID,
+                        format!("no topic with id {id}"),
+                    )),
                     None => Err((
                         error_code::UNKNOWN_TOPIC_OR_PARTITION,
                         format!("unknown topic '{}'", name.clone().unwrap_or_default()),
@@ -202,10 +235,16 @@ pub async fn delete_topics(ctx: &Arc<KafkaContext>, req: DeleteTopicsRequest, ve
     })
     .await
     .unwrap_or_default();
-    DeleteTopicsResponse { responses, ..Default::default() }
+    DeleteTopicsResponse {
+        responses,
+        ..Default::default()
+    }
 }
 
-pub async fn create_partitions(ctx: &Arc<KafkaContext>, req: CreatePartitionsRequest) -> CreatePartitionsResponse {
+pub async fn create_partitions(
+    ctx: &Arc<KafkaContext>,
+    req: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
     let broker = ctx.broker.clone();
     let validate_only = req.validate_only;
     let results = blocking(move || {
@@ -213,7 +252,10 @@ pub async fn create_partitions(ctx: &Arc<KafkaContext>, req: CreatePartitionsReq
             .into_iter()
             .map(|t| {
                 let result = if t.count <= 0 {
-                    Err(BrokerError::InvalidPartitions(format!("partition count must be positive, got {}", t.count)))
+                    Err(BrokerError::InvalidPartitions(format!(
+                        "partition count must be positive, got {}",
+                        t.count
+                    )))
                 } else {
                     broker.create_partitions(&t.name, t.count as u32, validate_only)
                 };
@@ -221,21 +263,37 @@ pub async fn create_partitions(ctx: &Arc<KafkaContext>, req: CreatePartitionsReq
                     Ok(()) => (error_code::NONE, None),
                     Err(e) => err_parts(&e),
                 };
-                CreatePartitionsTopicResult { name: t.name, error_code, error_message, ..Default::default() }
+                CreatePartitionsTopicResult {
+                    name: t.name,
+                    error_code,
+                    error_message,
+                    ..Default::default()
+                }
             })
             .collect()
     })
     .await
     .unwrap_or_default();
-    CreatePartitionsResponse { results, ..Default::default() }
+    CreatePartitionsResponse {
+        results,
+        ..Default::default()
+    }
 }
 
-pub fn describe_configs(ctx: &KafkaContext, req: DescribeConfigsRequest, version: i16) -> DescribeConfigsResponse {
+pub fn describe_configs(
+    ctx: &KafkaContext,
+    req: DescribeConfigsRequest,
+    version: i16,
+) -> DescribeConfigsResponse {
     let results = req
         .resources
         .into_iter()
         .map(|r| {
-            let wanted = |name: &str| r.configuration_keys.as_ref().is_none_or(|keys| keys.iter().any(|k| k == name));
+            let wanted = |name: &str| {
+                r.configuration_keys
+                    .as_ref()
+                    .is_none_or(|keys| keys.iter().any(|k| k == name))
+            };
             let mut result = DescribeConfigsResult {
                 resource_type: r.resource_type,
                 resource_name: r.resource_name.clone(),
@@ -250,7 +308,15 @@ pub fn describe_configs(ctx: &KafkaContext, req: DescribeConfigsRequest, version
                             .filter(|k| wanted(k.name))
                             .filter_map(|k| {
                                 let (value, source) = cfg.get(k.name)?;
-                                Some(describe_entry(k.name, value, source_code(source), type_code(k.kind), k.doc, req.include_synonyms, version))
+                                Some(describe_entry(
+                                    k.name,
+                                    value,
+                                    source_code(source),
+                                    type_code(k.kind),
+                                    k.doc,
+                                    req.include_synonyms,
+                                    version,
+                                ))
                             })
                             .collect();
                     }
@@ -264,7 +330,15 @@ pub fn describe_configs(ctx: &KafkaContext, req: DescribeConfigsRequest, version
                         .into_iter()
                         .filter(|(name, _, _)| wanted(name))
                         .map(|(name, value, kind)| {
-                            let mut e = describe_entry(name, value, SOURCE_STATIC_BROKER_CONFIG, kind, "", req.include_synonyms, version);
+                            let mut e = describe_entry(
+                                name,
+                                value,
+                                SOURCE_STATIC_BROKER_CONFIG,
+                                kind,
+                                "",
+                                req.include_synonyms,
+                                version,
+                            );
                             e.read_only = true;
                             e
                         })
@@ -278,7 +352,10 @@ pub fn describe_configs(ctx: &KafkaContext, req: DescribeConfigsRequest, version
             result
         })
         .collect();
-    DescribeConfigsResponse { results, ..Default::default() }
+    DescribeConfigsResponse {
+        results,
+        ..Default::default()
+    }
 }
 
 fn describe_entry(
@@ -291,7 +368,12 @@ fn describe_entry(
     version: i16,
 ) -> DescribeConfigsResourceResult {
     let synonyms = if include_synonyms && version >= 1 {
-        vec![DescribeConfigsSynonym { name: name.to_string(), value: Some(value.clone()), source, ..Default::default() }]
+        vec![DescribeConfigsSynonym {
+            name: name.to_string(),
+            value: Some(value.clone()),
+            source,
+            ..Default::default()
+        }]
     } else {
         Vec::new()
     };
@@ -314,17 +396,41 @@ fn broker_configs(ctx: &KafkaContext) -> Vec<(&'static str, String, i8)> {
     let cfg = ctx.broker.config();
     vec![
         ("broker.id", cfg.node_id.to_string(), 3),
-        ("auto.create.topics.enable", cfg.auto_create_topics.to_string(), 1),
+        (
+            "auto.create.topics.enable",
+            cfg.auto_create_topics.to_string(),
+            1,
+        ),
         ("num.partitions", cfg.num_partitions.to_string(), 3),
         ("default.replication.factor", "1".to_string(), 4),
-        ("log.dirs", cfg.data_dir.join("logs").display().to_string(), 2),
-        ("socket.request.max.bytes", ctx.config.request_size_bytes_max.to_string(), 3),
-        ("advertised.listeners", format!("PLAINTEXT://{}:{}", ctx.config.advertised_host, ctx.config.advertised_port), 2),
+        (
+            "log.dirs",
+            cfg.data_dir.join("logs").display().to_string(),
+            2,
+        ),
+        (
+            "socket.request.max.bytes",
+            ctx.config.request_size_bytes_max.to_string(),
+            3,
+        ),
+        (
+            "advertised.listeners",
+            format!(
+                "PLAINTEXT://{}:{}",
+                ctx.config.advertised_host, ctx.config.advertised_port
+            ),
+            2,
+        ),
     ]
 }
 
 /// Applies AlterConfigs (replace all overrides) or IncrementalAlterConfigs (per-key ops).
-async fn alter(ctx: &Arc<KafkaContext>, resources: Vec<(i8, String, Vec<(String, i8, Option<String>)>)>, incremental: bool, validate_only: bool) -> Vec<(i8, String, i16, Option<String>)> {
+async fn alter(
+    ctx: &Arc<KafkaContext>,
+    resources: Vec<(i8, String, Vec<(String, i8, Option<String>)>)>,
+    incremental: bool,
+    validate_only: bool,
+) -> Vec<(i8, String, i16, Option<String>)> {
     let broker = ctx.broker.clone();
     blocking(move || {
         resources
@@ -357,7 +463,12 @@ async fn alter(ctx: &Arc<KafkaContext>, resources: Vec<(i8, String, Vec<(String,
 }
 
 /// Incremental ops: 0 SET, 1 DELETE, 2 APPEND, 3 SUBTRACT.
-fn apply_op(overrides: &mut BTreeMap<String, String>, key: &str, op: i8, value: Option<String>) -> Result<(), String> {
+fn apply_op(
+    overrides: &mut BTreeMap<String, String>,
+    key: &str,
+    op: i8,
+    value: Option<String>,
+) -> Result<(), String> {
     if topic_config::config_key(key).is_none() {
         return Err(format!("unknown topic config '{key}'"));
     }
@@ -371,7 +482,11 @@ fn apply_op(overrides: &mut BTreeMap<String, String>, key: &str, op: i8, value: 
         }
         2 | 3 => {
             let current = overrides.get(key).cloned().unwrap_or_default();
-            let mut items: Vec<String> = current.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect();
+            let mut items: Vec<String> = current
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect();
             let v = value.unwrap_or_default();
             if op == 2 {
                 items.extend(v.split(',').filter(|s| !s.is_empty()).map(str::to_string));
@@ -385,49 +500,86 @@ fn apply_op(overrides: &mut BTreeMap<String, String>, key: &str, op: i8, value: 
     Ok(())
 }
 
-pub async fn alter_configs(ctx: &Arc<KafkaContext>, req: AlterConfigsRequest) -> AlterConfigsResponse {
-    let resources = req
-        .resources
-        .into_iter()
-        .map(|r| (r.resource_type, r.resource_name, r.configs.into_iter().map(|c| (c.name, 0i8, c.value)).collect()))
-        .collect();
-    let responses = alter(ctx, resources, false, req.validate_only)
-        .await
-        .into_iter()
-        .map(|(resource_type, resource_name, error_code, error_message)| AlterConfigsResourceResponse {
-            error_code,
-            error_message,
-            resource_type,
-            resource_name,
-            ..Default::default()
-        })
-        .collect();
-    AlterConfigsResponse { responses, ..Default::default() }
-}
-
-pub async fn incremental_alter_configs(ctx: &Arc<KafkaContext>, req: IncrementalAlterConfigsRequest) -> IncrementalAlterConfigsResponse {
+pub async fn alter_configs(
+    ctx: &Arc<KafkaContext>,
+    req: AlterConfigsRequest,
+) -> AlterConfigsResponse {
     let resources = req
         .resources
         .into_iter()
         .map(|r| {
-            (r.resource_type, r.resource_name, r.configs.into_iter().map(|c| (c.name, c.config_operation, c.value)).collect())
+            (
+                r.resource_type,
+                r.resource_name,
+                r.configs
+                    .into_iter()
+                    .map(|c| (c.name, 0i8, c.value))
+                    .collect(),
+            )
+        })
+        .collect();
+    let responses = alter(ctx, resources, false, req.validate_only)
+        .await
+        .into_iter()
+        .map(
+            |(resource_type, resource_name, error_code, error_message)| {
+                AlterConfigsResourceResponse {
+                    error_code,
+                    error_message,
+                    resource_type,
+                    resource_name,
+                    ..Default::default()
+                }
+            },
+        )
+        .collect();
+    AlterConfigsResponse {
+        responses,
+        ..Default::default()
+    }
+}
+
+pub async fn incremental_alter_configs(
+    ctx: &Arc<KafkaContext>,
+    req: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
+    let resources = req
+        .resources
+        .into_iter()
+        .map(|r| {
+            (
+                r.resource_type,
+                r.resource_name,
+                r.configs
+                    .into_iter()
+                    .map(|c| (c.name, c.config_operation, c.value))
+                    .collect(),
+            )
         })
         .collect();
     let responses = alter(ctx, resources, true, req.validate_only)
         .await
         .into_iter()
-        .map(|(resource_type, resource_name, error_code, error_message)| IncAlterResponse {
-            error_code,
-            error_message,
-            resource_type,
-            resource_name,
-            ..Default::default()
-        })
+        .map(
+            |(resource_type, resource_name, error_code, error_message)| IncAlterResponse {
+                error_code,
+                error_message,
+                resource_type,
+                resource_name,
+                ..Default::default()
+            },
+        )
         .collect();
-    IncrementalAlterConfigsResponse { responses, ..Default::default() }
+    IncrementalAlterConfigsResponse {
+        responses,
+        ..Default::default()
+    }
 }
 
-pub fn describe_cluster(ctx: &KafkaContext, _req: &DescribeClusterRequest) -> DescribeClusterResponse {
+pub fn describe_cluster(
+    ctx: &KafkaContext,
+    _req: &DescribeClusterRequest,
+) -> DescribeClusterResponse {
     DescribeClusterResponse {
         error_code: error_code::NONE,
         endpoint_type: 1,
@@ -445,9 +597,13 @@ pub fn describe_cluster(ctx: &KafkaContext, _req: &DescribeClusterRequest) -> De
     }
 }
 
-pub fn describe_log_dirs(ctx: &KafkaContext, req: DescribeLogDirsRequest) -> DescribeLogDirsResponse {
-    let wanted: Option<BTreeMap<String, Vec<i32>>> =
-        req.topics.map(|ts| ts.into_iter().map(|t| (t.topic, t.partitions)).collect());
+pub fn describe_log_dirs(
+    ctx: &KafkaContext,
+    req: DescribeLogDirsRequest,
+) -> DescribeLogDirsResponse {
+    let wanted: Option<BTreeMap<String, Vec<i32>>> = req
+        .topics
+        .map(|ts| ts.into_iter().map(|t| (t.topic, t.partitions)).collect());
     let topics = ctx
         .broker
         .topics()
@@ -469,7 +625,11 @@ pub fn describe_log_dirs(ctx: &KafkaContext, req: DescribeLogDirsRequest) -> Des
                     ..Default::default()
                 })
                 .collect();
-            Some(DescribeLogDirsTopic { name: t.name.clone(), partitions, ..Default::default() })
+            Some(DescribeLogDirsTopic {
+                name: t.name.clone(),
+                partitions,
+                ..Default::default()
+            })
         })
         .collect();
     let log_dir = ctx.broker.data_dir().join("logs").display().to_string();

@@ -64,7 +64,11 @@ fn api_list() -> Vec<ApiVersion> {
 }
 
 pub fn handle(_req: &ApiVersionsRequest) -> ApiVersionsResponse {
-    ApiVersionsResponse { error_code: error_code::NONE, api_keys: api_list(), ..Default::default() }
+    ApiVersionsResponse {
+        error_code: error_code::NONE,
+        api_keys: api_list(),
+        ..Default::default()
+    }
 }
 
 /// The answer to an ApiVersions request whose version we do not serve.

@@ -31,9 +31,14 @@ pub async fn handle(ctx: &Arc<KafkaContext>, req: FetchRequest, version: i16) ->
         };
     }
     let (topics, wanted) = resolve(ctx, &req.topics, version);
-    let max_bytes = if version >= 3 && req.max_bytes > 0 { req.max_bytes as usize } else { usize::MAX };
+    let max_bytes = if version >= 3 && req.max_bytes > 0 {
+        req.max_bytes as usize
+    } else {
+        usize::MAX
+    };
     let min_bytes = req.min_bytes.max(0) as usize;
-    let wait = Duration::from_millis((req.max_wait_ms.max(0) as u64).min(ctx.config.fetch_wait_ms_max));
+    let wait =
+        Duration::from_millis((req.max_wait_ms.max(0) as u64).min(ctx.config.fetch_wait_ms_max));
     let deadline = tokio::time::Instant::now() + wait;
     // Subscribe before the first read so an append between read and wait is not missed.
     let mut watchers: Vec<_> = topics.iter().flatten().map(|t| t.watch_appends()).collect();
@@ -44,21 +49,42 @@ pub async fn handle(ctx: &Arc<KafkaContext>, req: FetchRequest, version: i16) ->
             .flat_map(|t| t.partitions.iter())
             .map(|p| p.records.as_ref().map_or(0, Bytes::len))
             .sum();
-        let has_error = responses.iter().flat_map(|t| t.partitions.iter()).any(|p| p.error_code != 0);
-        if total >= min_bytes.max(1) || has_error || tokio::time::Instant::now() >= deadline || watchers.is_empty() {
-            return FetchResponse { responses, session_id: 0, ..Default::default() };
+        let has_error = responses
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .any(|p| p.error_code != 0);
+        if total >= min_bytes.max(1)
+            || has_error
+            || tokio::time::Instant::now() >= deadline
+            || watchers.is_empty()
+        {
+            return FetchResponse {
+                responses,
+                session_id: 0,
+                ..Default::default()
+            };
         }
         if !wait_for_append(&mut watchers, deadline).await {
             let responses = read_all(&topics, &wanted, max_bytes, version).await;
-            return FetchResponse { responses, session_id: 0, ..Default::default() };
+            return FetchResponse {
+                responses,
+                session_id: 0,
+                ..Default::default()
+            };
         }
     }
 }
 
 /// Waits until any watched topic sees an append; `false` when the deadline passed first.
-async fn wait_for_append(watchers: &mut [tokio::sync::watch::Receiver<u64>], deadline: tokio::time::Instant) -> bool {
+async fn wait_for_append(
+    watchers: &mut [tokio::sync::watch::Receiver<u64>],
+    deadline: tokio::time::Instant,
+) -> bool {
     if let [only] = watchers {
-        return matches!(tokio::time::timeout_at(deadline, only.changed()).await, Ok(Ok(())));
+        return matches!(
+            tokio::time::timeout_at(deadline, only.changed()).await,
+            Ok(Ok(()))
+        );
     }
     let notify = Arc::new(tokio::sync::Notify::new());
     let mut set = tokio::task::JoinSet::new();
@@ -71,7 +97,9 @@ async fn wait_for_append(watchers: &mut [tokio::sync::watch::Receiver<u64>], dea
             }
         });
     }
-    let woke = tokio::time::timeout_at(deadline, notify.notified()).await.is_ok();
+    let woke = tokio::time::timeout_at(deadline, notify.notified())
+        .await
+        .is_ok();
     set.abort_all();
     for rx in watchers.iter_mut() {
         rx.borrow_and_update();
@@ -80,11 +108,19 @@ async fn wait_for_append(watchers: &mut [tokio::sync::watch::Receiver<u64>], dea
 }
 
 /// Resolves requested topics (by name, or by id from v13) to broker topics.
-fn resolve(ctx: &KafkaContext, req: &[FetchTopic], version: i16) -> (Vec<Option<Arc<Topic>>>, Vec<(FetchTopic, Vec<Wanted>)>) {
+fn resolve(
+    ctx: &KafkaContext,
+    req: &[FetchTopic],
+    version: i16,
+) -> (Vec<Option<Arc<Topic>>>, Vec<(FetchTopic, Vec<Wanted>)>) {
     let mut topics = Vec::with_capacity(req.len());
     let mut wanted = Vec::with_capacity(req.len());
     for (slot, t) in req.iter().enumerate() {
-        let topic = if version >= 13 { ctx.broker.topic_by_id(t.topic_id) } else { ctx.broker.topic(&t.topic) };
+        let topic = if version >= 13 {
+            ctx.broker.topic_by_id(t.topic_id)
+        } else {
+            ctx.broker.topic(&t.topic)
+        };
         let parts = t
             .partitions
             .iter()
@@ -109,11 +145,25 @@ async fn read_all(
     max_bytes: usize,
     version: i16,
 ) -> Vec<FetchableTopicResponse> {
-    let plan: Vec<(Option<Arc<Topic>>, FetchTopic, Vec<(i32, i64, usize, usize)>)> = wanted
+    let plan: Vec<(
+        Option<Arc<Topic>>,
+        FetchTopic,
+        Vec<(i32, i64, usize, usize)>,
+    )> = wanted
         .iter()
         .map(|(t, parts)| {
             let topic = parts.first().and_then(|w| topics[w.topic_slot].clone());
-            let ps = parts.iter().map(|w| (w.partition, w.fetch_offset, w.partition_max_bytes, w.topic_slot)).collect();
+            let ps = parts
+                .iter()
+                .map(|w| {
+                    (
+                        w.partition,
+                        w.fetch_offset,
+                        w.partition_max_bytes,
+                        w.topic_slot,
+                    )
+                })
+                .collect();
             (topic, t.clone(), ps)
         })
         .collect();
@@ -123,10 +173,20 @@ async fn read_all(
         for (topic, req_topic, parts) in plan {
             let mut partitions = Vec::with_capacity(parts.len());
             for (index, offset, partition_max, _) in parts {
-                partitions.push(read_partition(topic.as_deref(), index, offset, partition_max, &mut budget));
+                partitions.push(read_partition(
+                    topic.as_deref(),
+                    index,
+                    offset,
+                    partition_max,
+                    &mut budget,
+                ));
             }
             out.push(FetchableTopicResponse {
-                topic: if version < 13 { req_topic.topic.clone() } else { String::new() },
+                topic: if version < 13 {
+                    req_topic.topic.clone()
+                } else {
+                    String::new()
+                },
                 topic_id: req_topic.topic_id,
                 partitions,
                 ..Default::default()
@@ -137,7 +197,13 @@ async fn read_all(
     task.await.unwrap_or_default()
 }
 
-fn read_partition(topic: Option<&Topic>, index: i32, offset: i64, partition_max: usize, budget: &mut usize) -> PartitionData {
+fn read_partition(
+    topic: Option<&Topic>,
+    index: i32,
+    offset: i64,
+    partition_max: usize,
+    budget: &mut usize,
+) -> PartitionData {
     let error = |code: i16| PartitionData {
         partition_index: index,
         error_code: code,
@@ -148,8 +214,12 @@ fn read_partition(topic: Option<&Topic>, index: i32, offset: i64, partition_max:
         records: None,
         ..Default::default()
     };
-    let Some(topic) = topic else { return error(error_code::UNKNOWN_TOPIC_OR_PARTITION) };
-    let Some(partition) = topic.partition(index) else { return error(error_code::UNKNOWN_TOPIC_OR_PARTITION) };
+    let Some(topic) = topic else {
+        return error(error_code::UNKNOWN_TOPIC_OR_PARTITION);
+    };
+    let Some(partition) = topic.partition(index) else {
+        return error(error_code::UNKNOWN_TOPIC_OR_PARTITION);
+    };
     let log = &partition.log;
     let high_watermark = log.high_watermark();
     let mut data = PartitionData {
@@ -176,7 +246,11 @@ fn read_partition(topic: Option<&Topic>, index: i32, offset: i64, partition_max:
         }
         Err(e) => {
             let e = BrokerError::from(e);
-            PartitionData { high_watermark, log_start_offset: log.log_start_offset(), ..error(error_code::from_broker(&e)) }
+            PartitionData {
+                high_watermark,
+                log_start_offset: log.log_start_offset(),
+                ..error(error_code::from_broker(&e))
+            }
         }
     }
 }

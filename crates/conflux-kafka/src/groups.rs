@@ -13,8 +13,12 @@ use conflux_wire::generated::find_coordinator_response::Coordinator;
 use conflux_wire::generated::join_group_response::JoinGroupResponseMember;
 use conflux_wire::generated::leave_group_response::MemberResponse;
 use conflux_wire::generated::list_groups_response::ListedGroup;
-use conflux_wire::generated::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
-use conflux_wire::generated::offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic};
+use conflux_wire::generated::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use conflux_wire::generated::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
 use conflux_wire::generated::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
@@ -60,13 +64,21 @@ fn code_of(r: Result<(), GroupError>) -> i16 {
     r.err().map_or(error_code::NONE, |e| group_error_code(&e))
 }
 
-pub fn find_coordinator(ctx: &KafkaContext, req: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
+pub fn find_coordinator(
+    ctx: &KafkaContext,
+    req: FindCoordinatorRequest,
+    version: i16,
+) -> FindCoordinatorResponse {
     let node_id = ctx.broker.node_id();
     let host = ctx.config.advertised_host.clone();
     let port = ctx.config.advertised_port;
     let valid_type = matches!(req.key_type, 0 | 1);
     if version < 4 {
-        let code = if valid_type { error_code::NONE } else { error_code::INVALID_REQUEST };
+        let code = if valid_type {
+            error_code::NONE
+        } else {
+            error_code::INVALID_REQUEST
+        };
         return FindCoordinatorResponse {
             error_code: code,
             error_message: None,
@@ -84,15 +96,27 @@ pub fn find_coordinator(ctx: &KafkaContext, req: FindCoordinatorRequest, version
             node_id,
             host: host.clone(),
             port,
-            error_code: if valid_type { error_code::NONE } else { error_code::INVALID_REQUEST },
+            error_code: if valid_type {
+                error_code::NONE
+            } else {
+                error_code::INVALID_REQUEST
+            },
             error_message: None,
             ..Default::default()
         })
         .collect();
-    FindCoordinatorResponse { coordinators, ..Default::default() }
+    FindCoordinatorResponse {
+        coordinators,
+        ..Default::default()
+    }
 }
 
-pub async fn join_group(ctx: &KafkaContext, req: JoinGroupRequest, version: i16, client: &ClientInfo) -> JoinGroupResponse {
+pub async fn join_group(
+    ctx: &KafkaContext,
+    req: JoinGroupRequest,
+    version: i16,
+    client: &ClientInfo,
+) -> JoinGroupResponse {
     let join = JoinRequest {
         group_id: req.group_id,
         member_id: req.member_id,
@@ -101,17 +125,30 @@ pub async fn join_group(ctx: &KafkaContext, req: JoinGroupRequest, version: i16,
         client_host: client.host.clone(),
         session_timeout_ms: req.session_timeout_ms,
         // v0 has no rebalance timeout: it equals the session timeout.
-        rebalance_timeout_ms: if version >= 1 { req.rebalance_timeout_ms } else { req.session_timeout_ms },
+        rebalance_timeout_ms: if version >= 1 {
+            req.rebalance_timeout_ms
+        } else {
+            req.session_timeout_ms
+        },
         protocol_type: req.protocol_type,
-        protocols: req.protocols.into_iter().map(|p| (p.name, p.metadata)).collect(),
+        protocols: req
+            .protocols
+            .into_iter()
+            .map(|p| (p.name, p.metadata))
+            .collect(),
         require_known_member_id: version >= 4,
     };
     let resp = ctx.broker.groups.join(join).await;
     JoinGroupResponse {
-        error_code: resp.error.as_ref().map_or(error_code::NONE, group_error_code),
+        error_code: resp
+            .error
+            .as_ref()
+            .map_or(error_code::NONE, group_error_code),
         generation_id: resp.generation_id,
         protocol_type: resp.protocol_type,
-        protocol_name: resp.protocol_name.or_else(|| (version < 7).then(String::new)),
+        protocol_name: resp
+            .protocol_name
+            .or_else(|| (version < 7).then(String::new)),
         leader: resp.leader,
         skip_assignment: false,
         member_id: resp.member_id,
@@ -130,11 +167,21 @@ pub async fn join_group(ctx: &KafkaContext, req: JoinGroupRequest, version: i16,
 }
 
 pub async fn sync_group(ctx: &KafkaContext, req: SyncGroupRequest) -> SyncGroupResponse {
-    let assignments = req.assignments.into_iter().map(|a| (a.member_id, a.assignment)).collect();
+    let assignments = req
+        .assignments
+        .into_iter()
+        .map(|a| (a.member_id, a.assignment))
+        .collect();
     let result = ctx
         .broker
         .groups
-        .sync(&req.group_id, req.generation_id, &req.member_id, req.group_instance_id.as_deref(), assignments)
+        .sync(
+            &req.group_id,
+            req.generation_id,
+            &req.member_id,
+            req.group_instance_id.as_deref(),
+            assignments,
+        )
         .await;
     match result {
         Ok(s) => SyncGroupResponse {
@@ -144,25 +191,46 @@ pub async fn sync_group(ctx: &KafkaContext, req: SyncGroupRequest) -> SyncGroupR
             assignment: s.assignment,
             ..Default::default()
         },
-        Err(e) => SyncGroupResponse { error_code: group_error_code(&e), ..Default::default() },
+        Err(e) => SyncGroupResponse {
+            error_code: group_error_code(&e),
+            ..Default::default()
+        },
     }
 }
 
 pub fn heartbeat(ctx: &KafkaContext, req: HeartbeatRequest) -> HeartbeatResponse {
-    let r = ctx.broker.groups.heartbeat(&req.group_id, req.generation_id, &req.member_id, req.group_instance_id.as_deref());
-    HeartbeatResponse { error_code: code_of(r), ..Default::default() }
+    let r = ctx.broker.groups.heartbeat(
+        &req.group_id,
+        req.generation_id,
+        &req.member_id,
+        req.group_instance_id.as_deref(),
+    );
+    HeartbeatResponse {
+        error_code: code_of(r),
+        ..Default::default()
+    }
 }
 
 pub fn leave_group(ctx: &KafkaContext, req: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
     let members: Vec<(String, Option<String>)> = if version >= 3 {
-        req.members.iter().map(|m| (m.member_id.clone(), m.group_instance_id.clone())).collect()
+        req.members
+            .iter()
+            .map(|m| (m.member_id.clone(), m.group_instance_id.clone()))
+            .collect()
     } else {
         vec![(req.member_id.clone(), None)]
     };
     match ctx.broker.groups.leave(&req.group_id, &members) {
-        Err(e) => LeaveGroupResponse { error_code: group_error_code(&e), ..Default::default() },
+        Err(e) => LeaveGroupResponse {
+            error_code: group_error_code(&e),
+            ..Default::default()
+        },
         Ok(results) => {
-            let top = if version < 3 { results.first().cloned().unwrap_or(Ok(())) } else { Ok(()) };
+            let top = if version < 3 {
+                results.first().cloned().unwrap_or(Ok(()))
+            } else {
+                Ok(())
+            };
             LeaveGroupResponse {
                 error_code: code_of(top),
                 members: members
@@ -187,11 +255,21 @@ pub fn describe_groups(ctx: &KafkaContext, req: DescribeGroupsRequest) -> Descri
         .into_iter()
         .map(|group_id| {
             if GroupCoordinator::validate_group_id(&group_id).is_err() {
-                return DescribedGroup { error_code: error_code::INVALID_GROUP_ID, group_id, ..Default::default() };
+                return DescribedGroup {
+                    error_code: error_code::INVALID_GROUP_ID,
+                    group_id,
+                    ..Default::default()
+                };
             }
             let d = ctx.broker.groups.describe(&group_id);
-            let state = if d.members.is_empty() && d.state != conflux_broker::groups::GroupState::PreparingRebalance {
-                if ctx.broker.offsets.fetch_all(&group_id).is_empty() && d.generation_id < 0 { "Dead" } else { "Empty" }
+            let state = if d.members.is_empty()
+                && d.state != conflux_broker::groups::GroupState::PreparingRebalance
+            {
+                if ctx.broker.offsets.fetch_all(&group_id).is_empty() && d.generation_id < 0 {
+                    "Dead"
+                } else {
+                    "Empty"
+                }
             } else {
                 d.state.name()
             };
@@ -219,7 +297,10 @@ pub fn describe_groups(ctx: &KafkaContext, req: DescribeGroupsRequest) -> Descri
             }
         })
         .collect();
-    DescribeGroupsResponse { groups, ..Default::default() }
+    DescribeGroupsResponse {
+        groups,
+        ..Default::default()
+    }
 }
 
 pub fn list_groups(ctx: &KafkaContext, req: ListGroupsRequest) -> ListGroupsResponse {
@@ -239,8 +320,20 @@ pub fn list_groups(ctx: &KafkaContext, req: ListGroupsRequest) -> ListGroupsResp
     all.sort();
     let groups = all
         .into_iter()
-        .filter(|(_, _, state)| req.states_filter.is_empty() || req.states_filter.iter().any(|f| f.eq_ignore_ascii_case(state)))
-        .filter(|_| req.types_filter.is_empty() || req.types_filter.iter().any(|t| t.eq_ignore_ascii_case("classic")))
+        .filter(|(_, _, state)| {
+            req.states_filter.is_empty()
+                || req
+                    .states_filter
+                    .iter()
+                    .any(|f| f.eq_ignore_ascii_case(state))
+        })
+        .filter(|_| {
+            req.types_filter.is_empty()
+                || req
+                    .types_filter
+                    .iter()
+                    .any(|t| t.eq_ignore_ascii_case("classic"))
+        })
         .map(|(group_id, protocol_type, group_state)| ListedGroup {
             group_id,
             protocol_type,
@@ -249,13 +342,18 @@ pub fn list_groups(ctx: &KafkaContext, req: ListGroupsRequest) -> ListGroupsResp
             ..Default::default()
         })
         .collect();
-    ListGroupsResponse { error_code: error_code::NONE, groups, ..Default::default() }
+    ListGroupsResponse {
+        error_code: error_code::NONE,
+        groups,
+        ..Default::default()
+    }
 }
 
 pub async fn delete_groups(ctx: &KafkaContext, req: DeleteGroupsRequest) -> DeleteGroupsResponse {
     let mut results = Vec::with_capacity(req.groups_names.len());
     for group_id in req.groups_names {
-        let known = ctx.broker.groups.state(&group_id).is_some() || !ctx.broker.offsets.fetch_all(&group_id).is_empty();
+        let known = ctx.broker.groups.state(&group_id).is_some()
+            || !ctx.broker.offsets.fetch_all(&group_id).is_empty();
         let code = if !known {
             error_code::GROUP_ID_NOT_FOUND
         } else {
@@ -267,14 +365,34 @@ pub async fn delete_groups(ctx: &KafkaContext, req: DeleteGroupsRequest) -> Dele
                 },
             }
         };
-        results.push(DeletableGroupResult { group_id, error_code: code, ..Default::default() });
+        results.push(DeletableGroupResult {
+            group_id,
+            error_code: code,
+            ..Default::default()
+        });
     }
-    DeleteGroupsResponse { results, ..Default::default() }
+    DeleteGroupsResponse {
+        results,
+        ..Default::default()
+    }
 }
 
-pub async fn offset_commit(ctx: &KafkaContext, req: OffsetCommitRequest, version: i16) -> OffsetCommitResponse {
-    let generation = if version >= 1 { req.generation_id_or_member_epoch } else { -1 };
-    let check = ctx.broker.groups.check_commit(&req.group_id, generation, &req.member_id, req.group_instance_id.as_deref());
+pub async fn offset_commit(
+    ctx: &KafkaContext,
+    req: OffsetCommitRequest,
+    version: i16,
+) -> OffsetCommitResponse {
+    let generation = if version >= 1 {
+        req.generation_id_or_member_epoch
+    } else {
+        -1
+    };
+    let check = ctx.broker.groups.check_commit(
+        &req.group_id,
+        generation,
+        &req.member_id,
+        req.group_instance_id.as_deref(),
+    );
     let now = conflux_broker::now_ms();
     let mut commits = Vec::new();
     let mut topics = Vec::with_capacity(req.topics.len());
@@ -286,9 +404,17 @@ pub async fn offset_commit(ctx: &KafkaContext, req: OffsetCommitRequest, version
             .map(|p| {
                 let code = if let Err(e) = &check {
                     group_error_code(e)
-                } else if topic.as_ref().and_then(|tp| tp.partition(p.partition_index)).is_none() {
+                } else if topic
+                    .as_ref()
+                    .and_then(|tp| tp.partition(p.partition_index))
+                    .is_none()
+                {
                     error_code::UNKNOWN_TOPIC_OR_PARTITION
-                } else if p.committed_metadata.as_ref().is_some_and(|m| m.len() > METADATA_SIZE_BYTES_MAX) {
+                } else if p
+                    .committed_metadata
+                    .as_ref()
+                    .is_some_and(|m| m.len() > METADATA_SIZE_BYTES_MAX)
+                {
                     OFFSET_METADATA_TOO_LARGE
                 } else {
                     commits.push((
@@ -296,17 +422,29 @@ pub async fn offset_commit(ctx: &KafkaContext, req: OffsetCommitRequest, version
                         p.partition_index,
                         CommittedOffset {
                             offset: p.committed_offset,
-                            leader_epoch: if version >= 6 { p.committed_leader_epoch } else { -1 },
+                            leader_epoch: if version >= 6 {
+                                p.committed_leader_epoch
+                            } else {
+                                -1
+                            },
                             metadata: p.committed_metadata.clone(),
                             commit_timestamp_ms: now,
                         },
                     ));
                     error_code::NONE
                 };
-                OffsetCommitResponsePartition { partition_index: p.partition_index, error_code: code, ..Default::default() }
+                OffsetCommitResponsePartition {
+                    partition_index: p.partition_index,
+                    error_code: code,
+                    ..Default::default()
+                }
             })
             .collect();
-        topics.push(OffsetCommitResponseTopic { name: t.name, partitions, ..Default::default() });
+        topics.push(OffsetCommitResponseTopic {
+            name: t.name,
+            partitions,
+            ..Default::default()
+        });
     }
     if let Err(e) = ctx.broker.offsets.commit(&req.group_id, commits).await {
         let code = error_code::from_broker(&e);
@@ -318,16 +456,26 @@ pub async fn offset_commit(ctx: &KafkaContext, req: OffsetCommitRequest, version
             }
         }
     }
-    OffsetCommitResponse { topics, ..Default::default() }
+    OffsetCommitResponse {
+        topics,
+        ..Default::default()
+    }
 }
 
 /// Committed offsets for the requested partitions (all committed ones when `None`).
-fn fetch_group(ctx: &KafkaContext, group: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> Vec<(String, Vec<(i32, Option<CommittedOffset>)>)> {
+fn fetch_group(
+    ctx: &KafkaContext,
+    group: &str,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+) -> Vec<(String, Vec<(i32, Option<CommittedOffset>)>)> {
     match topics {
         Some(ts) => ts
             .into_iter()
             .map(|(name, parts)| {
-                let got = parts.into_iter().map(|p| (p, ctx.broker.offsets.fetch(group, &name, p))).collect();
+                let got = parts
+                    .into_iter()
+                    .map(|p| (p, ctx.broker.offsets.fetch(group, &name, p)))
+                    .collect();
                 (name, got)
             })
             .collect(),
@@ -344,13 +492,21 @@ fn fetch_group(ctx: &KafkaContext, group: &str, topics: Option<Vec<(String, Vec<
     }
 }
 
-pub fn offset_fetch(ctx: &KafkaContext, req: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
+pub fn offset_fetch(
+    ctx: &KafkaContext,
+    req: OffsetFetchRequest,
+    version: i16,
+) -> OffsetFetchResponse {
     if version >= 8 {
         let groups = req
             .groups
             .into_iter()
             .map(|g| {
-                let wanted = g.topics.map(|ts| ts.into_iter().map(|t| (t.name, t.partition_indexes)).collect());
+                let wanted = g.topics.map(|ts| {
+                    ts.into_iter()
+                        .map(|t| (t.name, t.partition_indexes))
+                        .collect()
+                });
                 let topics = fetch_group(ctx, &g.group_id, wanted)
                     .into_iter()
                     .map(|(name, parts)| OffsetFetchResponseTopics {
@@ -369,12 +525,24 @@ pub fn offset_fetch(ctx: &KafkaContext, req: OffsetFetchRequest, version: i16) -
                         ..Default::default()
                     })
                     .collect();
-                OffsetFetchResponseGroup { group_id: g.group_id, topics, error_code: error_code::NONE, ..Default::default() }
+                OffsetFetchResponseGroup {
+                    group_id: g.group_id,
+                    topics,
+                    error_code: error_code::NONE,
+                    ..Default::default()
+                }
             })
             .collect();
-        return OffsetFetchResponse { groups, ..Default::default() };
+        return OffsetFetchResponse {
+            groups,
+            ..Default::default()
+        };
     }
-    let wanted = req.topics.map(|ts| ts.into_iter().map(|t| (t.name, t.partition_indexes)).collect());
+    let wanted = req.topics.map(|ts| {
+        ts.into_iter()
+            .map(|t| (t.name, t.partition_indexes))
+            .collect()
+    });
     let topics = fetch_group(ctx, &req.group_id, wanted)
         .into_iter()
         .map(|(name, parts)| OffsetFetchResponseTopic {
@@ -393,18 +561,34 @@ pub fn offset_fetch(ctx: &KafkaContext, req: OffsetFetchRequest, version: i16) -
             ..Default::default()
         })
         .collect();
-    OffsetFetchResponse { topics, error_code: error_code::NONE, ..Default::default() }
+    OffsetFetchResponse {
+        topics,
+        error_code: error_code::NONE,
+        ..Default::default()
+    }
 }
 
 pub async fn offset_delete(ctx: &KafkaContext, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
-    if ctx.broker.groups.state(&req.group_id).is_none() && ctx.broker.offsets.fetch_all(&req.group_id).is_empty() {
-        return OffsetDeleteResponse { error_code: error_code::GROUP_ID_NOT_FOUND, ..Default::default() };
+    if ctx.broker.groups.state(&req.group_id).is_none()
+        && ctx.broker.offsets.fetch_all(&req.group_id).is_empty()
+    {
+        return OffsetDeleteResponse {
+            error_code: error_code::GROUP_ID_NOT_FOUND,
+            ..Default::default()
+        };
     }
     let subscribed = |topic: &str| {
-        ctx.broker.groups.describe(&req.group_id).members.iter().any(|m| {
-            // Consumer protocol metadata carries the subscribed topic names as strings.
-            m.metadata.windows(topic.len()).any(|w| w == topic.as_bytes())
-        })
+        ctx.broker
+            .groups
+            .describe(&req.group_id)
+            .members
+            .iter()
+            .any(|m| {
+                // Consumer protocol metadata carries the subscribed topic names as strings.
+                m.metadata
+                    .windows(topic.len())
+                    .any(|w| w == topic.as_bytes())
+            })
     };
     let mut to_delete = Vec::new();
     let topics = req
@@ -422,20 +606,40 @@ pub async fn offset_delete(ctx: &KafkaContext, req: OffsetDeleteRequest) -> Offs
                         to_delete.push((t.name.clone(), p.partition_index));
                         error_code::NONE
                     };
-                    OffsetDeleteResponsePartition { partition_index: p.partition_index, error_code: code, ..Default::default() }
+                    OffsetDeleteResponsePartition {
+                        partition_index: p.partition_index,
+                        error_code: code,
+                        ..Default::default()
+                    }
                 })
                 .collect();
-            OffsetDeleteResponseTopic { name: t.name, partitions, ..Default::default() }
+            OffsetDeleteResponseTopic {
+                name: t.name,
+                partitions,
+                ..Default::default()
+            }
         })
         .collect();
-    let code = match ctx.broker.offsets.delete(&req.group_id, Some(to_delete)).await {
+    let code = match ctx
+        .broker
+        .offsets
+        .delete(&req.group_id, Some(to_delete))
+        .await
+    {
         Ok(_) => error_code::NONE,
         Err(e) => error_code::from_broker(&e),
     };
-    OffsetDeleteResponse { error_code: code, topics, ..Default::default() }
+    OffsetDeleteResponse {
+        error_code: code,
+        topics,
+        ..Default::default()
+    }
 }
 
-pub async fn init_producer_id(ctx: &Arc<KafkaContext>, req: InitProducerIdRequest) -> InitProducerIdResponse {
+pub async fn init_producer_id(
+    ctx: &Arc<KafkaContext>,
+    req: InitProducerIdRequest,
+) -> InitProducerIdResponse {
     if req.transactional_id.is_some() {
         return InitProducerIdResponse {
             error_code: error_code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
@@ -447,14 +651,29 @@ pub async fn init_producer_id(ctx: &Arc<KafkaContext>, req: InitProducerIdReques
     // An idempotent producer bumping its own epoch (KIP-360) keeps its id.
     if req.producer_id >= 0 && req.producer_epoch >= 0 {
         let epoch = req.producer_epoch.checked_add(1).unwrap_or(0);
-        return InitProducerIdResponse { error_code: error_code::NONE, producer_id: req.producer_id, producer_epoch: epoch, ..Default::default() };
+        return InitProducerIdResponse {
+            error_code: error_code::NONE,
+            producer_id: req.producer_id,
+            producer_epoch: epoch,
+            ..Default::default()
+        };
     }
     let broker = ctx.broker.clone();
     let id = tokio::task::spawn_blocking(move || broker.producer_ids.next())
         .await
         .unwrap_or_else(|e| Err(BrokerError::Storage(e.to_string())));
     match id {
-        Ok(producer_id) => InitProducerIdResponse { error_code: error_code::NONE, producer_id, producer_epoch: 0, ..Default::default() },
-        Err(e) => InitProducerIdResponse { error_code: error_code::from_broker(&e), producer_id: -1, producer_epoch: -1, ..Default::default() },
+        Ok(producer_id) => InitProducerIdResponse {
+            error_code: error_code::NONE,
+            producer_id,
+            producer_epoch: 0,
+            ..Default::default()
+        },
+        Err(e) => InitProducerIdResponse {
+            error_code: error_code::from_broker(&e),
+            producer_id: -1,
+            producer_epoch: -1,
+            ..Default::default()
+        },
     }
 }

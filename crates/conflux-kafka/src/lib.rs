@@ -66,6 +66,10 @@ pub struct KafkaContext {
 
 impl KafkaContext {
     pub fn new(broker: Arc<Broker>, config: KafkaConfig) -> Arc<Self> {
-        Arc::new(KafkaContext { broker, config, metrics: KafkaMetrics::default() })
+        Arc::new(KafkaContext {
+            broker,
+            config,
+            metrics: KafkaMetrics::default(),
+        })
     }
 }

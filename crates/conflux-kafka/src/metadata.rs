@@ -11,7 +11,11 @@ use conflux_wire::generated::{MetadataRequest, MetadataResponse};
 
 use crate::{error_code, KafkaContext};
 
-pub async fn handle(ctx: &Arc<KafkaContext>, req: MetadataRequest, version: i16) -> MetadataResponse {
+pub async fn handle(
+    ctx: &Arc<KafkaContext>,
+    req: MetadataRequest,
+    version: i16,
+) -> MetadataResponse {
     let broker = &ctx.broker;
     // v0: an empty list means all topics; v1+: null means all, empty means none.
     let all_topics = match &req.topics {
@@ -57,7 +61,11 @@ pub async fn handle(ctx: &Arc<KafkaContext>, req: MetadataRequest, version: i16)
     }
 }
 
-async fn lookup_by_name(ctx: &Arc<KafkaContext>, name: String, allow_auto_create: bool) -> MetadataResponseTopic {
+async fn lookup_by_name(
+    ctx: &Arc<KafkaContext>,
+    name: String,
+    allow_auto_create: bool,
+) -> MetadataResponseTopic {
     let broker = ctx.broker.clone();
     let lookup_name = name.clone();
     let found = if allow_auto_create {

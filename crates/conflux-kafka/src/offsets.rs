@@ -3,9 +3,15 @@
 use std::sync::Arc;
 
 use conflux_broker::BrokerError;
-use conflux_wire::generated::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
-use conflux_wire::generated::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
-use conflux_wire::generated::offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult};
+use conflux_wire::generated::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
+use conflux_wire::generated::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use conflux_wire::generated::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderTopicResult,
+};
 use conflux_wire::generated::{
     DeleteRecordsRequest, DeleteRecordsResponse, ListOffsetsRequest, ListOffsetsResponse,
     OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
@@ -20,7 +26,11 @@ const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 const LATEST_TIERED: i64 = -5;
 
-pub async fn list_offsets(ctx: &Arc<KafkaContext>, req: ListOffsetsRequest, _version: i16) -> ListOffsetsResponse {
+pub async fn list_offsets(
+    ctx: &Arc<KafkaContext>,
+    req: ListOffsetsRequest,
+    _version: i16,
+) -> ListOffsetsResponse {
     let broker = ctx.broker.clone();
     let task = tokio::task::spawn_blocking(move || {
         req.topics
@@ -36,10 +46,18 @@ pub async fn list_offsets(ctx: &Arc<KafkaContext>, req: ListOffsetsRequest, _ver
             })
             .collect()
     });
-    ListOffsetsResponse { topics: task.await.unwrap_or_default(), ..Default::default() }
+    ListOffsetsResponse {
+        topics: task.await.unwrap_or_default(),
+        ..Default::default()
+    }
 }
 
-fn list_one(broker: &conflux_broker::Broker, topic: &str, index: i32, timestamp: i64) -> ListOffsetsPartitionResponse {
+fn list_one(
+    broker: &conflux_broker::Broker,
+    topic: &str,
+    index: i32,
+    timestamp: i64,
+) -> ListOffsetsPartitionResponse {
     let mut resp = ListOffsetsPartitionResponse {
         partition_index: index,
         timestamp: -1,
@@ -77,7 +95,10 @@ fn list_one(broker: &conflux_broker::Broker, topic: &str, index: i32, timestamp:
     resp
 }
 
-pub fn offset_for_leader_epoch(ctx: &KafkaContext, req: OffsetForLeaderEpochRequest) -> OffsetForLeaderEpochResponse {
+pub fn offset_for_leader_epoch(
+    ctx: &KafkaContext,
+    req: OffsetForLeaderEpochRequest,
+) -> OffsetForLeaderEpochResponse {
     let topics = req
         .topics
         .into_iter()
@@ -94,7 +115,9 @@ pub fn offset_for_leader_epoch(ctx: &KafkaContext, req: OffsetForLeaderEpochRequ
                     };
                     match ctx.broker.partition(&t.topic, p.partition) {
                         Ok(part) => {
-                            if let Some((epoch, end)) = part.log.end_offset_for_epoch(p.leader_epoch) {
+                            if let Some((epoch, end)) =
+                                part.log.end_offset_for_epoch(p.leader_epoch)
+                            {
                                 out.leader_epoch = epoch;
                                 out.end_offset = end;
                             }
@@ -108,10 +131,16 @@ pub fn offset_for_leader_epoch(ctx: &KafkaContext, req: OffsetForLeaderEpochRequ
             ..Default::default()
         })
         .collect();
-    OffsetForLeaderEpochResponse { topics, ..Default::default() }
+    OffsetForLeaderEpochResponse {
+        topics,
+        ..Default::default()
+    }
 }
 
-pub async fn delete_records(ctx: &Arc<KafkaContext>, req: DeleteRecordsRequest) -> DeleteRecordsResponse {
+pub async fn delete_records(
+    ctx: &Arc<KafkaContext>,
+    req: DeleteRecordsRequest,
+) -> DeleteRecordsResponse {
     let broker = ctx.broker.clone();
     let task = tokio::task::spawn_blocking(move || {
         req.topics
@@ -126,18 +155,21 @@ pub async fn delete_records(ctx: &Arc<KafkaContext>, req: DeleteRecordsRequest) 
                             low_watermark: -1,
                             ..Default::default()
                         };
-                        let result = broker.partition(&t.name, p.partition_index).and_then(|part| {
-                            let hw = part.log.high_watermark();
-                            let target = if p.offset == -1 { hw } else { p.offset };
-                            if target < 0 || target > hw {
-                                return Err(BrokerError::OffsetOutOfRange {
-                                    offset: target,
-                                    log_start: part.log.log_start_offset(),
-                                    log_end: hw,
+                        let result =
+                            broker
+                                .partition(&t.name, p.partition_index)
+                                .and_then(|part| {
+                                    let hw = part.log.high_watermark();
+                                    let target = if p.offset == -1 { hw } else { p.offset };
+                                    if target < 0 || target > hw {
+                                        return Err(BrokerError::OffsetOutOfRange {
+                                            offset: target,
+                                            log_start: part.log.log_start_offset(),
+                                            log_end: hw,
+                                        });
+                                    }
+                                    Ok(part.log.delete_records_before(target)?)
                                 });
-                            }
-                            Ok(part.log.delete_records_before(target)?)
-                        });
                         match result {
                             Ok(low) => out.low_watermark = low,
                             Err(e) => out.error_code = error_code::from_broker(&e),
@@ -150,5 +182,8 @@ pub async fn delete_records(ctx: &Arc<KafkaContext>, req: DeleteRecordsRequest) 
             })
             .collect()
     });
-    DeleteRecordsResponse { topics: task.await.unwrap_or_default(), ..Default::default() }
+    DeleteRecordsResponse {
+        topics: task.await.unwrap_or_default(),
+        ..Default::default()
+    }
 }

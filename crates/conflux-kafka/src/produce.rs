@@ -12,7 +12,11 @@ use crate::{error_code, KafkaContext};
 
 pub async fn handle(ctx: &Arc<KafkaContext>, req: ProduceRequest, version: i16) -> ProduceResponse {
     if !matches!(req.acks, -1..=1) {
-        return error_for_all(&req, error_code::INVALID_REQUIRED_ACKS, "acks must be -1, 0 or 1");
+        return error_for_all(
+            &req,
+            error_code::INVALID_REQUIRED_ACKS,
+            "acks must be -1, 0 or 1",
+        );
     }
     let timeout = Duration::from_millis(req.timeout_ms.clamp(0, 300_000) as u64);
     let mut tasks = tokio::task::JoinSet::new();
@@ -28,7 +32,9 @@ pub async fn handle(ctx: &Arc<KafkaContext>, req: ProduceRequest, version: i16) 
                     (Some(t), Some(records)) => {
                         match tokio::time::timeout(timeout, t.append(part.index, records)).await {
                             Ok(r) => r.map(|info| (info, t.partition(part.index))),
-                            Err(_) => Err(BrokerError::Storage("timed out waiting for durability".into())),
+                            Err(_) => Err(BrokerError::Storage(
+                                "timed out waiting for durability".into(),
+                            )),
                         }
                     }
                 };
@@ -56,7 +62,9 @@ pub async fn handle(ctx: &Arc<KafkaContext>, req: ProduceRequest, version: i16) 
             },
             Err(e) => {
                 let code = match &e {
-                    BrokerError::Storage(m) if m.contains("timed out") => error_code::REQUEST_TIMED_OUT,
+                    BrokerError::Storage(m) if m.contains("timed out") => {
+                        error_code::REQUEST_TIMED_OUT
+                    }
                     other => error_code::from_broker(other),
                 };
                 tracing::debug!(topic = %name, partition = index, error = %e, "produce refused");
@@ -80,7 +88,10 @@ pub async fn handle(ctx: &Arc<KafkaContext>, req: ProduceRequest, version: i16) 
             }),
         }
     }
-    ProduceResponse { responses, ..Default::default() }
+    ProduceResponse {
+        responses,
+        ..Default::default()
+    }
 }
 
 fn error_for_all(req: &ProduceRequest, code: i16, message: &str) -> ProduceResponse {
@@ -105,5 +116,8 @@ fn error_for_all(req: &ProduceRequest, code: i16, message: &str) -> ProduceRespo
             ..Default::default()
         })
         .collect();
-    ProduceResponse { responses, ..Default::default() }
+    ProduceResponse {
+        responses,
+        ..Default::default()
+    }
 }

@@ -14,7 +14,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 use crate::handler::Handler;
 use crate::KafkaContext;
@@ -22,14 +23,14 @@ use crate::KafkaContext;
 /// Largest chunk a frame buffer grows by at once.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
-/// Accepts connections until `shutdown` flips to true, then waits (bounded) for the
+/// Accepts connections until `shutdown` is cancelled, then waits (bounded) for the
 /// connections in flight to finish their current request.
-pub async fn serve(listener: TcpListener, ctx: Arc<KafkaContext>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(listener: TcpListener, ctx: Arc<KafkaContext>, shutdown: CancellationToken) {
     let slots = Arc::new(Semaphore::new(ctx.config.connections_max));
     let mut tasks = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
-            _ = shutdown.changed() => break,
+            _ = shutdown.cancelled() => break,
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
                     Ok(x) => x,
@@ -59,7 +60,10 @@ pub async fn serve(listener: TcpListener, ctx: Arc<KafkaContext>, mut shutdown: 
         }
     }
     let drain = async { while tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout(Duration::from_secs(10), drain).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(10), drain)
+        .await
+        .is_err()
+    {
         tracing::warn!("kafka connections did not finish within 10 s of shutdown");
     }
 }
@@ -79,7 +83,7 @@ async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     ctx: Arc<KafkaContext>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> Result<(), ConnectionError> {
     stream.set_nodelay(true)?;
     let (mut reader, writer) = stream.into_split();
@@ -88,7 +92,7 @@ async fn serve_connection(
     loop {
         let frame = tokio::select! {
             frame = read_frame(&mut reader, ctx.config.request_size_bytes_max) => frame?,
-            _ = shutdown.changed() => return Ok(()),
+            _ = shutdown.cancelled() => return Ok(()),
         };
         let Some(frame) = frame else { return Ok(()) };
         if let Some(response) = handler.handle(frame).await? {
@@ -112,7 +116,10 @@ async fn read_frame(
     let size = i32::from_be_bytes(size_raw);
     if size < 8 || size as usize > size_bytes_max {
         // 8 bytes is the smallest possible request header (api key, version, correlation id).
-        return Err(ConnectionError::FrameSize { size_bytes: i64::from(size), limit_bytes: size_bytes_max });
+        return Err(ConnectionError::FrameSize {
+            size_bytes: i64::from(size),
+            limit_bytes: size_bytes_max,
+        });
     }
     let size = size as usize;
     let mut buf = BytesMut::with_capacity(size.min(READ_CHUNK_BYTES));
@@ -121,7 +128,9 @@ async fn read_frame(
         buf.reserve(want);
         let n = (&mut *reader).take(want as u64).read_buf(&mut buf).await?;
         if n == 0 {
-            return Err(ConnectionError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            return Err(ConnectionError::Io(
+                std::io::ErrorKind::UnexpectedEof.into(),
+            ));
         }
     }
     Ok(Some(buf.freeze()))
@@ -134,9 +143,15 @@ mod tests {
     #[tokio::test]
     async fn oversized_and_negative_frames_are_refused() {
         let mut input: &[u8] = &[0x7f, 0xff, 0xff, 0xff];
-        assert!(matches!(read_frame(&mut input, 1024).await, Err(ConnectionError::FrameSize { .. })));
+        assert!(matches!(
+            read_frame(&mut input, 1024).await,
+            Err(ConnectionError::FrameSize { .. })
+        ));
         let mut input: &[u8] = &[0xff, 0xff, 0xff, 0xfe];
-        assert!(matches!(read_frame(&mut input, 1024).await, Err(ConnectionError::FrameSize { .. })));
+        assert!(matches!(
+            read_frame(&mut input, 1024).await,
+            Err(ConnectionError::FrameSize { .. })
+        ));
     }
 
     #[tokio::test]
@@ -146,6 +161,9 @@ mod tests {
         let mut input: &[u8] = &[];
         assert!(read_frame(&mut input, 1024).await.unwrap().is_none());
         let mut input: &[u8] = &[0, 0, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8];
-        assert_eq!(read_frame(&mut input, 1024).await.unwrap().unwrap().len(), 8);
+        assert_eq!(
+            read_frame(&mut input, 1024).await.unwrap().unwrap().len(),
+            8
+        );
     }
 }

@@ -482,6 +482,31 @@ impl Config {
     }
 
     /// `(protocol name, listen address)` of every enabled listener, in a fixed order.
+    /// The broker core's settings derived from this configuration.
+    pub fn broker_config(&self) -> conflux_broker::BrokerConfig {
+        let d = &self.kafka.topic_defaults;
+        let mut topic_defaults = BTreeMap::new();
+        topic_defaults.insert(
+            "max.message.bytes".to_owned(),
+            d.message_size_bytes_max.to_string(),
+        );
+        topic_defaults.insert("retention.ms".to_owned(), d.retention_ms.to_string());
+        topic_defaults.insert(
+            "segment.bytes".to_owned(),
+            d.segment_size_bytes.min(i32::MAX as u64).to_string(),
+        );
+        if d.flush_policy == FlushPolicy::Interval {
+            topic_defaults.insert("flush.messages".to_owned(), i64::MAX.to_string());
+            topic_defaults.insert("flush.ms".to_owned(), d.flush_interval_ms.to_string());
+        }
+        let mut c = conflux_broker::BrokerConfig::new(self.server.data_dir.clone());
+        c.node_id = self.server.node_id;
+        c.auto_create_topics = self.kafka.auto_create_topics;
+        c.num_partitions = self.kafka.num_partitions;
+        c.topic_defaults = topic_defaults;
+        c
+    }
+
     pub fn enabled_listeners(&self) -> Vec<(&'static str, SocketAddr)> {
         [
             ("kafka", self.kafka.enabled, self.kafka.listen),

@@ -19,6 +19,8 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use conflux_broker::Broker;
+
 use crate::config::Config;
 use crate::http;
 
@@ -26,14 +28,12 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type ServeFuture = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
 type ServeFn = Box<dyn FnOnce(TcpListener, CancellationToken) -> ServeFuture + Send>;
 
-/// Everything a front end may need from the node. The broker handle goes here once
-/// `conflux-broker` exists.
+/// Everything a front end may need from the node.
 #[derive(Clone)]
 pub struct ServeContext {
-    // Read by the protocol front ends as they are plugged in (the health endpoints need none).
-    #[allow(dead_code)]
     pub config: Arc<Config>,
     pub readiness: Readiness,
+    pub broker: Arc<Broker>,
 }
 
 /// Whether the node is ready for traffic: set once every listener is bound, cleared when
@@ -75,12 +75,43 @@ impl Service {
     }
 }
 
-/// The front ends that exist, one per protocol. To add one, push a `Service` whose name is
-/// its config section, e.g.
-/// `Service::new("kafka", move |l, s| conflux_kafka::serve(l, broker, kafka_config, s))`.
+/// The front ends that exist, one per protocol; each `Service` is named by its config section.
 pub fn services(ctx: &ServeContext) -> Vec<Service> {
     let readiness = ctx.readiness.clone();
-    vec![Service::new("http", move |listener, shutdown| {
-        http::serve(listener, readiness, shutdown)
-    })]
+    let kafka_ctx = ctx.clone();
+    vec![
+        Service::new("kafka", move |listener, shutdown| async move {
+            let config = kafka_listener_config(&kafka_ctx.config, &listener)?;
+            let kafka = conflux_kafka::KafkaContext::new(kafka_ctx.broker.clone(), config);
+            conflux_kafka::serve(listener, kafka, shutdown).await;
+            Ok(())
+        }),
+        Service::new("http", move |listener, shutdown| {
+            http::serve(listener, readiness, shutdown)
+        }),
+    ]
+}
+
+/// The Kafka listener's settings; the advertised address defaults to the bound one, so a
+/// node started on port 0 advertises the port it actually got.
+fn kafka_listener_config(
+    config: &Config,
+    listener: &TcpListener,
+) -> Result<conflux_kafka::KafkaConfig, BoxError> {
+    let bound = listener.local_addr()?;
+    let k = &config.kafka;
+    let host = k.advertised_host.clone().unwrap_or_else(|| {
+        if bound.ip().is_unspecified() {
+            "localhost".to_owned()
+        } else {
+            bound.ip().to_string()
+        }
+    });
+    Ok(conflux_kafka::KafkaConfig {
+        advertised_host: host,
+        advertised_port: i32::from(k.advertised_port.unwrap_or(bound.port())),
+        request_size_bytes_max: usize::try_from(k.request_size_bytes_max).unwrap_or(usize::MAX),
+        connections_max: k.connections_max as usize,
+        ..conflux_kafka::KafkaConfig::default()
+    })
 }

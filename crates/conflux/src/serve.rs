@@ -43,6 +43,8 @@ pub enum ServeError {
     },
     #[error("{listener} listener failed: {source}")]
     Listener { listener: String, source: BoxError },
+    #[error("cannot open the data in {path}: {message}")]
+    Broker { path: PathBuf, message: String },
     #[error("{listener} listener stopped unexpectedly")]
     ListenerStopped { listener: String },
 }
@@ -65,9 +67,16 @@ async fn serve(config: Arc<Config>) -> Result<(), ServeError> {
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
 
+    let broker = open_broker(&config).await?;
+    tokio::spawn(
+        broker
+            .clone()
+            .run_background(MAINTENANCE_INTERVAL, shutdown.clone().cancelled_owned()),
+    );
     let ctx = ServeContext {
         config: config.clone(),
         readiness: Readiness::default(),
+        broker: broker.clone(),
     };
     let bound = bind_all(&config, listeners::services(&ctx)).await?;
     let addrs: BTreeMap<&str, SocketAddr> = bound
@@ -98,6 +107,9 @@ async fn serve(config: Arc<Config>) -> Result<(), ServeError> {
     shutdown.cancel();
     let timeout = Duration::from_millis(config.server.shutdown_timeout_ms);
     drain(&mut tasks, timeout).await;
+    // Flushes and writes clean-shutdown markers so the next start skips the recovery scan.
+    let closing = broker.clone();
+    let _ = tokio::task::spawn_blocking(move || closing.close()).await;
     remove_ports_file(&data_dir);
     match failure {
         Some(error) => Err(error),
@@ -106,6 +118,25 @@ async fn serve(config: Arc<Config>) -> Result<(), ServeError> {
             Ok(())
         }
     }
+}
+
+/// How often retention, compaction and offset expiry run.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Opens the broker core on the data directory (replaying metadata, recovering logs).
+async fn open_broker(config: &Config) -> Result<Arc<conflux_broker::Broker>, ServeError> {
+    let broker_config = config.broker_config();
+    let data_dir = config.server.data_dir.clone();
+    tokio::task::spawn_blocking(move || conflux_broker::Broker::open(broker_config))
+        .await
+        .map_err(|e| ServeError::Broker {
+            path: data_dir.clone(),
+            message: e.to_string(),
+        })?
+        .map_err(|e| ServeError::Broker {
+            path: data_dir,
+            message: e.to_string(),
+        })
 }
 
 fn prepare_data_dir(data_dir: &Path) -> Result<(), ServeError> {
