@@ -34,6 +34,9 @@ pub enum DecodeError {
     UnknownApiKey(i16),
     #[error("{0}")]
     Invalid(&'static str),
+    /// The payload inflates past the allowed size: a decompression bomb, or a batch too large.
+    #[error("decompressed size exceeds the limit of {size_bytes_max} bytes")]
+    DecompressedTooLarge { size_bytes_max: usize },
 }
 
 pub type Result<T> = std::result::Result<T, DecodeError>;

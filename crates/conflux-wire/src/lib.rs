@@ -6,9 +6,11 @@
 
 pub mod batch;
 pub mod codec;
+pub mod compression;
 pub mod field;
 pub mod generated;
 pub mod protocol;
+pub mod records;
 
 pub use codec::{DecodeError, Reader};
 pub use generated::{ApiKey, RequestBody, ResponseBody};

@@ -1,5 +1,40 @@
 //! The `conflux` binary: parses the command line and runs the chosen subcommand.
-fn main() {
-    eprintln!("conflux: not yet implemented");
-    std::process::exit(2);
+//!
+//! Exit codes: 0 after a clean run (including a signal-initiated shutdown), 1 when the
+//! server failed at run time (a port already in use, a listener crashed), 2 when the command
+//! line or the configuration is invalid.
+
+mod cli;
+mod config;
+mod http;
+mod listeners;
+mod logging;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match cli.command {
+        cli::Command::Serve(args) => {
+            let config = match args.load_config(std::env::vars()) {
+                Ok(config) => config,
+                Err(e) => {
+                    eprintln!("conflux: configuration error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            logging::init(&config.server);
+            match serve::run(config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    eprintln!("conflux: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
 }

@@ -1,0 +1,483 @@
+//! The broker: owns the topic registry and the metadata log, and is the one entry point every
+//! protocol front end calls. Methods that touch the disk are synchronous; async callers run them
+//! with `tokio::task::spawn_blocking` (or use the async variants where provided).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::error::{BrokerError, Result};
+use crate::groups::GroupCoordinator;
+use crate::metadata::{MetaEvent, MetaLog, MetaState};
+use crate::offsets::{OffsetStore, OFFSETS_TOPIC};
+use crate::producer_ids::ProducerIdAllocator;
+use crate::topic_config::{self, TopicConfig};
+use crate::topics::{self, open_topic, Partition, Topic, PARTITIONS_PER_TOPIC_MAX};
+
+/// Broker-wide settings (from the `[kafka]`/`[server]` config sections).
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub data_dir: PathBuf,
+    pub node_id: i32,
+    pub auto_create_topics: bool,
+    pub num_partitions: u32,
+    /// Broker-level defaults for topic configs (key → value), e.g. `max.message.bytes`.
+    pub topic_defaults: BTreeMap<String, String>,
+    /// Delay before an empty group's first rebalance completes (`group.initial.rebalance.delay.ms`).
+    pub group_initial_rebalance_delay_ms: u64,
+    /// How long committed offsets of a group without members are kept (`offsets.retention.minutes`).
+    pub offsets_retention_ms: i64,
+}
+
+impl BrokerConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        BrokerConfig {
+            data_dir: data_dir.into(),
+            node_id: 0,
+            auto_create_topics: true,
+            num_partitions: 1,
+            topic_defaults: BTreeMap::new(),
+            group_initial_rebalance_delay_ms: 0,
+            offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
+        }
+    }
+}
+
+/// What a topic creation asks for.
+#[derive(Debug, Clone, Default)]
+pub struct NewTopic {
+    pub name: String,
+    /// `None` uses the broker default.
+    pub partitions: Option<u32>,
+    pub replication_factor: Option<i16>,
+    pub configs: BTreeMap<String, String>,
+}
+
+#[derive(Debug)]
+struct Meta {
+    log: MetaLog,
+    state: MetaState,
+}
+
+/// The broker core. Cheap to share: hold it in an `Arc`.
+#[derive(Debug)]
+pub struct Broker {
+    config: BrokerConfig,
+    cluster_id: String,
+    logs_dir: PathBuf,
+    meta: Mutex<Meta>,
+    topics: RwLock<HashMap<String, Arc<Topic>>>,
+    /// Consumer group membership and rebalances.
+    pub groups: GroupCoordinator,
+    /// Committed offsets, stored in `__consumer_offsets`.
+    pub offsets: OffsetStore,
+    /// Unique producer ids for idempotent and transactional producers.
+    pub producer_ids: ProducerIdAllocator,
+}
+
+impl Broker {
+    /// Opens the data directory: replays the metadata log and opens every partition log.
+    pub fn open(config: BrokerConfig) -> Result<Arc<Broker>> {
+        let meta_dir = config.data_dir.join("meta");
+        let logs_dir = config.data_dir.join("logs");
+        std::fs::create_dir_all(&logs_dir).map_err(|e| BrokerError::Storage(e.to_string()))?;
+        let cluster_id = load_or_create_cluster_id(&meta_dir)?;
+        let (log, state) = MetaLog::open(&meta_dir)?;
+        let mut topics = HashMap::new();
+        for (name, t) in &state.topics {
+            let cfg = TopicConfig {
+                defaults: config.topic_defaults.clone(),
+                overrides: t.configs.clone(),
+            };
+            let topic = open_topic(&logs_dir, name, t.id, t.partitions, cfg, t.internal)?;
+            topics.insert(name.clone(), Arc::new(topic));
+        }
+        let offsets_topic = match topics.get(OFFSETS_TOPIC) {
+            Some(t) => t.clone(),
+            None => {
+                let mut configs = BTreeMap::new();
+                configs.insert("cleanup.policy".to_string(), "compact".to_string());
+                let id = uuid::Uuid::new_v4();
+                let cfg = TopicConfig {
+                    defaults: config.topic_defaults.clone(),
+                    overrides: configs.clone(),
+                };
+                let topic = Arc::new(open_topic(&logs_dir, OFFSETS_TOPIC, id, 1, cfg, true)?);
+                let event = MetaEvent::TopicCreated {
+                    name: OFFSETS_TOPIC.into(),
+                    id,
+                    partitions: 1,
+                    configs,
+                    internal: true,
+                };
+                let mut state = state;
+                state.apply(&event);
+                let mut log = log;
+                log.append(&event, &state)?;
+                topics.insert(OFFSETS_TOPIC.to_string(), topic.clone());
+                return Self::finish_open(
+                    config, cluster_id, logs_dir, log, state, topics, topic, meta_dir,
+                );
+            }
+        };
+        Self::finish_open(
+            config,
+            cluster_id,
+            logs_dir,
+            log,
+            state,
+            topics,
+            offsets_topic,
+            meta_dir,
+        )
+    }
+
+    fn finish_open(
+        config: BrokerConfig,
+        cluster_id: String,
+        logs_dir: PathBuf,
+        log: MetaLog,
+        state: MetaState,
+        topics: HashMap<String, Arc<Topic>>,
+        offsets_topic: Arc<Topic>,
+        meta_dir: PathBuf,
+    ) -> Result<Arc<Broker>> {
+        let offsets = OffsetStore::open(offsets_topic)?;
+        let producer_ids = ProducerIdAllocator::open(&meta_dir)?;
+        let delay = std::time::Duration::from_millis(config.group_initial_rebalance_delay_ms);
+        tracing::info!(topics = topics.len(), data_dir = %config.data_dir.display(), "broker opened");
+        Ok(Arc::new(Broker {
+            config,
+            cluster_id,
+            logs_dir,
+            meta: Mutex::new(Meta { log, state }),
+            topics: RwLock::new(topics),
+            groups: GroupCoordinator::new(delay),
+            offsets,
+            producer_ids,
+        }))
+    }
+
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+    pub fn node_id(&self) -> i32 {
+        self.config.node_id
+    }
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.config.data_dir
+    }
+
+    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topics.read().get(name).cloned()
+    }
+
+    pub fn topic_by_id(&self, id: uuid::Uuid) -> Option<Arc<Topic>> {
+        self.topics.read().values().find(|t| t.id == id).cloned()
+    }
+
+    /// All topics, sorted by name.
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        let mut all: Vec<_> = self.topics.read().values().cloned().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    pub fn partition(&self, topic: &str, index: i32) -> Result<Arc<Partition>> {
+        self.topic(topic)
+            .and_then(|t| t.partition(index))
+            .ok_or_else(|| BrokerError::UnknownTopicOrPartition(format!("{topic}-{index}")))
+    }
+
+    /// Returns the topic, creating it with defaults when auto-creation is on.
+    pub fn topic_or_auto_create(&self, name: &str) -> Result<Arc<Topic>> {
+        if let Some(t) = self.topic(name) {
+            return Ok(t);
+        }
+        if !self.config.auto_create_topics {
+            return Err(BrokerError::UnknownTopicOrPartition(name.to_string()));
+        }
+        topics::validate_topic_name(name)?;
+        match self.create_topic(
+            NewTopic {
+                name: name.to_string(),
+                ..Default::default()
+            },
+            false,
+        ) {
+            Ok(t) => Ok(t),
+            // Lost a race with another creator: fine.
+            Err(BrokerError::TopicAlreadyExists(_)) => self
+                .topic(name)
+                .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.into())),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Validates a creation request without performing it.
+    pub fn validate_new_topic(&self, req: &NewTopic) -> Result<u32> {
+        topics::validate_topic_name(&req.name)?;
+        if self.topic(&req.name).is_some() {
+            return Err(BrokerError::TopicAlreadyExists(req.name.clone()));
+        }
+        let partitions = req.partitions.unwrap_or(self.config.num_partitions);
+        if partitions == 0 || partitions > PARTITIONS_PER_TOPIC_MAX {
+            return Err(BrokerError::InvalidPartitions(format!(
+                "number of partitions must be between 1 and {PARTITIONS_PER_TOPIC_MAX}, got {partitions}"
+            )));
+        }
+        if let Some(rf) = req.replication_factor {
+            if rf != 1 && rf != -1 {
+                return Err(BrokerError::InvalidReplicationFactor(format!(
+                    "replication factor {rf} is larger than the 1 available broker"
+                )));
+            }
+        }
+        for (k, v) in &req.configs {
+            topic_config::validate(k, v)?;
+        }
+        Ok(partitions)
+    }
+
+    /// Creates a topic durably. `internal` marks broker-owned topics (offsets, schemas).
+    pub fn create_topic(&self, req: NewTopic, internal: bool) -> Result<Arc<Topic>> {
+        let partitions = self.validate_new_topic(&req)?;
+        let mut meta = self.meta.lock();
+        if self.topic(&req.name).is_some() {
+            return Err(BrokerError::TopicAlreadyExists(req.name));
+        }
+        let id = uuid::Uuid::new_v4();
+        let cfg = TopicConfig {
+            defaults: self.config.topic_defaults.clone(),
+            overrides: req.configs.clone(),
+        };
+        let topic = Arc::new(open_topic(
+            &self.logs_dir,
+            &req.name,
+            id,
+            partitions,
+            cfg,
+            internal,
+        )?);
+        let event = MetaEvent::TopicCreated {
+            name: req.name.clone(),
+            id,
+            partitions,
+            configs: req.configs,
+            internal,
+        };
+        let Meta { log, state } = &mut *meta;
+        state.apply(&event);
+        log.append(&event, state)?;
+        self.topics.write().insert(req.name.clone(), topic.clone());
+        tracing::info!(topic = %req.name, partitions, "topic created");
+        Ok(topic)
+    }
+
+    /// Deletes a topic and its data.
+    pub fn delete_topic(&self, name: &str) -> Result<()> {
+        let mut meta = self.meta.lock();
+        let topic = self
+            .topics
+            .write()
+            .remove(name)
+            .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.to_string()))?;
+        let event = MetaEvent::TopicDeleted {
+            name: name.to_string(),
+        };
+        let Meta { log, state } = &mut *meta;
+        state.apply(&event);
+        log.append(&event, state)?;
+        for p in topic.partitions() {
+            if let Err(e) = p.log.close() {
+                tracing::warn!(topic = name, partition = p.index, error = %e, "closing deleted partition");
+            }
+            let dir = Partition::dir_for(&self.logs_dir, name, p.index);
+            let trash =
+                self.logs_dir
+                    .join(format!("{name}-{}.{}-delete", p.index, topic.id.simple()));
+            if std::fs::rename(&dir, &trash).is_ok() {
+                let _ = std::fs::remove_dir_all(&trash);
+            }
+        }
+        tracing::info!(topic = name, "topic deleted");
+        Ok(())
+    }
+
+    /// Grows a topic to `count` partitions.
+    pub fn create_partitions(&self, name: &str, count: u32, validate_only: bool) -> Result<()> {
+        let mut meta = self.meta.lock();
+        let topic = self
+            .topic(name)
+            .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.into()))?;
+        let current = topic.partition_count() as u32;
+        if count <= current {
+            return Err(BrokerError::InvalidPartitions(format!(
+                "topic currently has {current} partitions, which is higher than or equal to the requested {count}"
+            )));
+        }
+        if count > PARTITIONS_PER_TOPIC_MAX {
+            return Err(BrokerError::InvalidPartitions(format!(
+                "at most {PARTITIONS_PER_TOPIC_MAX} partitions"
+            )));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let log_config = topic.config().log_config();
+        let mut added = Vec::new();
+        for index in current as i32..count as i32 {
+            let dir = Partition::dir_for(&self.logs_dir, name, index);
+            let log = conflux_log::PartitionLog::open(&dir, log_config.clone())?;
+            added.push(Arc::new(Partition::new(name, index, log)));
+        }
+        let event = MetaEvent::PartitionsIncreased {
+            name: name.to_string(),
+            partitions: count,
+        };
+        let Meta { log, state } = &mut *meta;
+        state.apply(&event);
+        log.append(&event, state)?;
+        topic.partitions.write().extend(added);
+        Ok(())
+    }
+
+    /// Replaces a topic's overrides wholesale (AlterConfigs semantics) after validating them.
+    pub fn set_topic_configs(
+        &self,
+        name: &str,
+        overrides: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<()> {
+        for (k, v) in &overrides {
+            topic_config::validate(k, v)?;
+        }
+        let mut meta = self.meta.lock();
+        let topic = self
+            .topic(name)
+            .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.into()))?;
+        if validate_only {
+            return Ok(());
+        }
+        let event = MetaEvent::TopicConfigsSet {
+            name: name.to_string(),
+            configs: overrides.clone(),
+        };
+        let Meta { log, state } = &mut *meta;
+        state.apply(&event);
+        log.append(&event, state)?;
+        let new_config = {
+            let mut cfg = topic.config.write();
+            cfg.overrides = overrides;
+            cfg.clone()
+        };
+        let log_config = new_config.log_config();
+        for p in topic.partitions() {
+            p.log.set_config(log_config.clone());
+        }
+        Ok(())
+    }
+
+    /// Runs retention and compaction over every partition once. Blocking; call from a
+    /// background thread.
+    pub fn run_maintenance(&self, now_ms: i64) {
+        for topic in self.topics() {
+            for p in topic.partitions() {
+                if let Err(e) = p.log.enforce_retention(now_ms, None) {
+                    tracing::warn!(topic = %topic.name, partition = p.index, error = %e, "retention failed");
+                }
+                if let Err(e) = p.log.compact(now_ms) {
+                    tracing::warn!(topic = %topic.name, partition = p.index, error = %e, "compaction failed");
+                }
+            }
+        }
+    }
+
+    /// Offsets of groups without members that are older than the retention, to be deleted by
+    /// the caller with [`OffsetStore::delete`].
+    pub fn expired_offsets(&self, now_ms: i64) -> Vec<(String, Vec<(String, i32)>)> {
+        self.offsets
+            .groups()
+            .into_iter()
+            .filter(|g| self.groups.describe(g).members.is_empty())
+            .map(|g| {
+                let expired = self
+                    .offsets
+                    .expired(&g, now_ms, self.config.offsets_retention_ms);
+                (g, expired)
+            })
+            .filter(|(_, e)| !e.is_empty())
+            .collect()
+    }
+
+    /// Runs the broker's periodic work until `shutdown` resolves: group session expiry every
+    /// 100 ms, and every `maintenance_interval` retention, compaction and expiry of old offsets
+    /// on a blocking thread.
+    pub async fn run_background(
+        self: Arc<Self>,
+        maintenance_interval: std::time::Duration,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_maintenance = tokio::time::Instant::now();
+        let mut maintenance: Option<tokio::task::JoinHandle<()>> = None;
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = tick.tick() => {}
+            }
+            self.groups.tick();
+            let idle = maintenance.as_ref().is_none_or(|h| h.is_finished());
+            if idle && last_maintenance.elapsed() >= maintenance_interval {
+                last_maintenance = tokio::time::Instant::now();
+                let broker = self.clone();
+                let handle = tokio::runtime::Handle::current();
+                maintenance = Some(tokio::task::spawn_blocking(move || {
+                    let now = crate::now_ms();
+                    broker.run_maintenance(now);
+                    for (group, partitions) in broker.expired_offsets(now) {
+                        if let Err(e) =
+                            handle.block_on(broker.offsets.delete(&group, Some(partitions)))
+                        {
+                            tracing::warn!(group, error = %e, "expiring offsets failed");
+                        }
+                    }
+                }));
+            }
+        }
+        self.groups.shutdown();
+    }
+
+    /// Closes every partition log cleanly (writes clean-shutdown markers).
+    pub fn close(&self) {
+        for topic in self.topics() {
+            for p in topic.partitions() {
+                if let Err(e) = p.log.close() {
+                    tracing::warn!(topic = %topic.name, partition = p.index, error = %e, "close failed");
+                }
+            }
+        }
+    }
+}
+
+fn load_or_create_cluster_id(meta_dir: &std::path::Path) -> Result<String> {
+    let storage = |e: std::io::Error| BrokerError::Storage(format!("cluster id: {e}"));
+    std::fs::create_dir_all(meta_dir).map_err(storage)?;
+    let path = meta_dir.join("cluster_id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
+        _ => {
+            // Kafka cluster ids are 22-character base64url UUIDs; a simple hex id also works.
+            let id = uuid::Uuid::new_v4().simple().to_string()[..22].to_string();
+            std::fs::write(&path, &id).map_err(storage)?;
+            Ok(id)
+        }
+    }
+}

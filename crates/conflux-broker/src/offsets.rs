@@ -1,0 +1,241 @@
+//! Committed consumer-group offsets, kept in memory and stored durably as records of the
+//! internal compacted topic `__consumer_offsets` (key: group/topic/partition; value: the
+//! offset, or a tombstone when deleted). The topic is replayed at start-up.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use conflux_wire::records::BatchBuilder;
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{BrokerError, Result};
+use crate::topics::Topic;
+
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// Largest commit metadata string kept (`offset.metadata.max.bytes`).
+pub const METADATA_SIZE_BYTES_MAX: usize = 4096;
+/// Largest decompressed batch read back during replay.
+const REPLAY_BATCH_SIZE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+struct OffsetKey {
+    group: String,
+    topic: String,
+    partition: i32,
+}
+
+/// One committed offset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommittedOffset {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+    pub commit_timestamp_ms: i64,
+}
+
+type GroupOffsets = HashMap<(String, i32), CommittedOffset>;
+
+/// The store: an in-memory index over the offsets topic.
+#[derive(Debug)]
+pub struct OffsetStore {
+    topic: Arc<Topic>,
+    offsets: RwLock<HashMap<String, GroupOffsets>>,
+}
+
+impl OffsetStore {
+    /// Replays the offsets topic into memory. Blocking.
+    pub fn open(topic: Arc<Topic>) -> Result<OffsetStore> {
+        let mut offsets: HashMap<String, GroupOffsets> = HashMap::new();
+        for partition in topic.partitions() {
+            let log = &partition.log;
+            let mut next = log.log_start_offset();
+            while next < log.high_watermark() {
+                let read = log.read(next, 1024 * 1024)?;
+                let mut chunk = read.records;
+                if chunk.is_empty() {
+                    break;
+                }
+                while let Some((header, batch)) = conflux_wire::batch::split_batch(&mut chunk)
+                    .map_err(|e| BrokerError::Storage(format!("{OFFSETS_TOPIC}: {e}")))?
+                {
+                    next = header.last_offset() + 1;
+                    let records =
+                        conflux_wire::records::decode_records(&batch, REPLAY_BATCH_SIZE_BYTES_MAX)
+                            .map_err(|e| BrokerError::Storage(format!("{OFFSETS_TOPIC}: {e}")))?;
+                    for r in records {
+                        apply_record(&mut offsets, r.key.as_deref(), r.value.as_deref());
+                    }
+                }
+            }
+        }
+        let count: usize = offsets.values().map(HashMap::len).sum();
+        tracing::info!(
+            groups = offsets.len(),
+            offsets = count,
+            "committed offsets loaded"
+        );
+        Ok(OffsetStore {
+            topic,
+            offsets: RwLock::new(offsets),
+        })
+    }
+
+    /// Durably stores a set of commits for one group, then makes them visible.
+    pub async fn commit(
+        &self,
+        group: &str,
+        commits: Vec<(String, i32, CommittedOffset)>,
+    ) -> Result<()> {
+        if commits.is_empty() {
+            return Ok(());
+        }
+        let now = crate::now_ms();
+        let mut builder = BatchBuilder::new(now);
+        for (topic, partition, c) in &commits {
+            let key = OffsetKey {
+                group: group.to_string(),
+                topic: topic.clone(),
+                partition: *partition,
+            };
+            builder.append(now, Some(encode(&key)), Some(encode(c)), Vec::new());
+        }
+        self.append(builder).await?;
+        let mut offsets = self.offsets.write();
+        let entry = offsets.entry(group.to_string()).or_default();
+        for (topic, partition, c) in commits {
+            entry.insert((topic, partition), c);
+        }
+        Ok(())
+    }
+
+    /// Removes offsets (all of a group's when `partitions` is `None`).
+    pub async fn delete(
+        &self,
+        group: &str,
+        partitions: Option<Vec<(String, i32)>>,
+    ) -> Result<usize> {
+        let targets: Vec<(String, i32)> = {
+            let offsets = self.offsets.read();
+            let Some(existing) = offsets.get(group) else {
+                return Ok(0);
+            };
+            match partitions {
+                None => existing.keys().cloned().collect(),
+                Some(ps) => ps
+                    .into_iter()
+                    .filter(|k| existing.contains_key(k))
+                    .collect(),
+            }
+        };
+        if targets.is_empty() {
+            return Ok(0);
+        }
+        let now = crate::now_ms();
+        let mut builder = BatchBuilder::new(now);
+        for (topic, partition) in &targets {
+            let key = OffsetKey {
+                group: group.to_string(),
+                topic: topic.clone(),
+                partition: *partition,
+            };
+            builder.append(now, Some(encode(&key)), None, Vec::new());
+        }
+        self.append(builder).await?;
+        let mut offsets = self.offsets.write();
+        if let Some(existing) = offsets.get_mut(group) {
+            for k in &targets {
+                existing.remove(k);
+            }
+            if existing.is_empty() {
+                offsets.remove(group);
+            }
+        }
+        Ok(targets.len())
+    }
+
+    async fn append(&self, builder: BatchBuilder) -> Result<()> {
+        let batch = builder
+            .build()
+            .map_err(|e| BrokerError::Storage(format!("building offsets batch: {e}")))?;
+        self.topic.append(0, batch).await?;
+        Ok(())
+    }
+
+    pub fn fetch(&self, group: &str, topic: &str, partition: i32) -> Option<CommittedOffset> {
+        self.offsets
+            .read()
+            .get(group)?
+            .get(&(topic.to_string(), partition))
+            .cloned()
+    }
+
+    /// Every committed offset of a group, sorted by topic and partition.
+    pub fn fetch_all(&self, group: &str) -> Vec<(String, i32, CommittedOffset)> {
+        let offsets = self.offsets.read();
+        let mut all: Vec<_> = offsets
+            .get(group)
+            .map(|g| {
+                g.iter()
+                    .map(|((t, p), c)| (t.clone(), *p, c.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        all.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        all
+    }
+
+    /// Groups that have committed offsets.
+    pub fn groups(&self) -> Vec<String> {
+        let mut gs: Vec<_> = self.offsets.read().keys().cloned().collect();
+        gs.sort();
+        gs
+    }
+
+    /// Offsets of `group` older than `retention_ms`, for expiry of groups without members.
+    pub fn expired(&self, group: &str, now_ms: i64, retention_ms: i64) -> Vec<(String, i32)> {
+        self.offsets
+            .read()
+            .get(group)
+            .map(|g| {
+                g.iter()
+                    .filter(|(_, c)| now_ms - c.commit_timestamp_ms > retention_ms)
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+fn encode<T: Serialize>(v: &T) -> Bytes {
+    Bytes::from(serde_json::to_vec(v).unwrap_or_default())
+}
+
+fn apply_record(
+    offsets: &mut HashMap<String, GroupOffsets>,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+) {
+    let Some(key) = key.and_then(|k| serde_json::from_slice::<OffsetKey>(k).ok()) else {
+        tracing::warn!("skipping undecodable key in {OFFSETS_TOPIC}");
+        return;
+    };
+    match value.map(serde_json::from_slice::<CommittedOffset>) {
+        Some(Ok(c)) => {
+            offsets
+                .entry(key.group)
+                .or_default()
+                .insert((key.topic, key.partition), c);
+        }
+        None => {
+            if let Some(g) = offsets.get_mut(&key.group) {
+                g.remove(&(key.topic, key.partition));
+                if g.is_empty() {
+                    offsets.remove(&key.group);
+                }
+            }
+        }
+        Some(Err(e)) => tracing::warn!(error = %e, "skipping undecodable value in {OFFSETS_TOPIC}"),
+    }
+}

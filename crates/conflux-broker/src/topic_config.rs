@@ -1,0 +1,248 @@
+//! Topic-level configuration: the keys Conflux honours, their defaults, validation, and the
+//! mapping onto the partition log's settings.
+//!
+//! A topic stores only its overrides (`BTreeMap<String, String>`); everything else comes from
+//! the broker-wide defaults. Keeping overrides as strings mirrors Kafka's DescribeConfigs model
+//! (value + source) and lets the metadata log store them verbatim.
+
+use std::collections::BTreeMap;
+
+/// Where a config value came from, as DescribeConfigs reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// Set on the topic.
+    Topic,
+    /// The broker's built-in default.
+    Default,
+}
+
+/// The type of a config value, used for validation and DescribeConfigs v3+ `config_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigType {
+    Boolean,
+    String,
+    Int,
+    Short,
+    Long,
+    Double,
+    List,
+}
+
+/// One honoured topic config key.
+#[derive(Debug)]
+pub struct ConfigKey {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub kind: ConfigType,
+    pub doc: &'static str,
+    /// Allowed values for enumerated string keys; empty means any.
+    pub allowed: &'static [&'static str],
+    /// Smallest accepted numeric value.
+    pub min: f64,
+}
+
+/// Every topic config key Conflux honours. Defaults match Kafka's.
+pub const TOPIC_CONFIG_KEYS: &[ConfigKey] = &[
+    ConfigKey { name: "cleanup.policy", default: "delete", kind: ConfigType::List, doc: "delete, compact, or both", allowed: &["delete", "compact"], min: 0.0 },
+    ConfigKey { name: "compression.type", default: "producer", kind: ConfigType::String, doc: "producer keeps the producer's codec; others recompress", allowed: &["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"], min: 0.0 },
+    ConfigKey { name: "delete.retention.ms", default: "86400000", kind: ConfigType::Long, doc: "how long tombstones are kept on compacted topics", allowed: &[], min: 0.0 },
+    ConfigKey { name: "flush.messages", default: "1", kind: ConfigType::Long, doc: "fsync after this many messages; 1 (the default) means every append is fsync'd before it is acknowledged", allowed: &[], min: 1.0 },
+    ConfigKey { name: "flush.ms", default: "9223372036854775807", kind: ConfigType::Long, doc: "fsync at least this often when flush.messages > 1", allowed: &[], min: 0.0 },
+    ConfigKey { name: "max.message.bytes", default: "1048588", kind: ConfigType::Int, doc: "largest record batch accepted", allowed: &[], min: 0.0 },
+    ConfigKey { name: "message.timestamp.type", default: "CreateTime", kind: ConfigType::String, doc: "CreateTime or LogAppendTime", allowed: &["CreateTime", "LogAppendTime"], min: 0.0 },
+    ConfigKey { name: "min.cleanable.dirty.ratio", default: "0.5", kind: ConfigType::Double, doc: "dirty fraction that triggers compaction", allowed: &[], min: 0.0 },
+    ConfigKey { name: "min.insync.replicas", default: "1", kind: ConfigType::Int, doc: "accepted for compatibility; a single node is always in sync", allowed: &[], min: 1.0 },
+    ConfigKey { name: "retention.bytes", default: "-1", kind: ConfigType::Long, doc: "size retention per partition; -1 is unlimited", allowed: &[], min: -1.0 },
+    ConfigKey { name: "retention.ms", default: "604800000", kind: ConfigType::Long, doc: "time retention; -1 is unlimited", allowed: &[], min: -1.0 },
+    ConfigKey { name: "segment.bytes", default: "1073741824", kind: ConfigType::Int, doc: "segment size before a roll", allowed: &[], min: 14.0 },
+    ConfigKey { name: "segment.ms", default: "604800000", kind: ConfigType::Long, doc: "segment age before a roll", allowed: &[], min: 1.0 },
+];
+
+pub fn config_key(name: &str) -> Option<&'static ConfigKey> {
+    TOPIC_CONFIG_KEYS.iter().find(|k| k.name == name)
+}
+
+/// Why a config value was refused; the message names key and value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("unknown topic config '{0}'")]
+    UnknownKey(String),
+    #[error("invalid value '{value}' for topic config '{key}': {reason}")]
+    InvalidValue {
+        key: String,
+        value: String,
+        reason: String,
+    },
+}
+
+/// Validates one key/value pair.
+pub fn validate(name: &str, value: &str) -> Result<(), ConfigError> {
+    let key = config_key(name).ok_or_else(|| ConfigError::UnknownKey(name.to_string()))?;
+    let bad = |reason: &str| ConfigError::InvalidValue {
+        key: name.to_string(),
+        value: value.to_string(),
+        reason: reason.to_string(),
+    };
+    match key.kind {
+        ConfigType::Int | ConfigType::Short | ConfigType::Long => {
+            let v: i64 = value.trim().parse().map_err(|_| bad("not an integer"))?;
+            if key.kind == ConfigType::Int && i32::try_from(v).is_err() {
+                return Err(bad("out of range for an int"));
+            }
+            if (v as f64) < key.min {
+                return Err(bad(&format!("must be at least {}", key.min)));
+            }
+        }
+        ConfigType::Double => {
+            let v: f64 = value.trim().parse().map_err(|_| bad("not a number"))?;
+            if !(0.0..=1.0).contains(&v) {
+                return Err(bad("must be between 0 and 1"));
+            }
+        }
+        ConfigType::Boolean => {
+            value
+                .parse::<bool>()
+                .map_err(|_| bad("not true or false"))?;
+        }
+        ConfigType::List => {
+            for item in value.split(',').map(str::trim) {
+                if !key.allowed.is_empty() && !key.allowed.contains(&item) {
+                    return Err(bad(&format!(
+                        "allowed values are {}",
+                        key.allowed.join(", ")
+                    )));
+                }
+            }
+        }
+        ConfigType::String => {
+            if !key.allowed.is_empty() && !key.allowed.contains(&value) {
+                return Err(bad(&format!(
+                    "allowed values are {}",
+                    key.allowed.join(", ")
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A topic's effective configuration: broker defaults overlaid with the topic's overrides.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TopicConfig {
+    /// Broker-wide defaults (key → value), for keys whose default the operator changed.
+    pub defaults: BTreeMap<String, String>,
+    /// Topic overrides.
+    pub overrides: BTreeMap<String, String>,
+}
+
+impl TopicConfig {
+    /// The value in force for `name`, and where it came from.
+    pub fn get(&self, name: &str) -> Option<(String, ConfigSource)> {
+        if let Some(v) = self.overrides.get(name) {
+            return Some((v.clone(), ConfigSource::Topic));
+        }
+        if let Some(v) = self.defaults.get(name) {
+            return Some((v.clone(), ConfigSource::Default));
+        }
+        config_key(name).map(|k| (k.default.to_string(), ConfigSource::Default))
+    }
+
+    fn get_i64(&self, name: &str) -> i64 {
+        let default = config_key(name).map_or("0", |k| k.default);
+        self.get(name)
+            .and_then(|(v, _)| v.trim().parse().ok())
+            .unwrap_or_else(|| default.parse().unwrap_or(0))
+    }
+
+    pub fn max_message_bytes(&self) -> usize {
+        self.get_i64("max.message.bytes").max(0) as usize
+    }
+
+    pub fn compression_type(&self) -> String {
+        self.get("compression.type")
+            .map(|(v, _)| v)
+            .unwrap_or_else(|| "producer".into())
+    }
+
+    /// Translates into the partition log's settings.
+    pub fn log_config(&self) -> conflux_log::LogConfig {
+        use conflux_log::{CleanupPolicy, FlushPolicy, LogConfig, TimestampType};
+        let mut cfg = LogConfig::default();
+        cfg.segment_size_bytes_max = self.get_i64("segment.bytes").max(14) as u64;
+        cfg.segment_age_ms_max = Some(self.get_i64("segment.ms").max(1) as u64);
+        cfg.retention_ms = Some(self.get_i64("retention.ms")).filter(|v| *v >= 0);
+        cfg.retention_bytes = Some(self.get_i64("retention.bytes"))
+            .filter(|v| *v >= 0)
+            .map(|v| v as u64);
+        let policy = self
+            .get("cleanup.policy")
+            .map(|(v, _)| v)
+            .unwrap_or_default();
+        let (compact, delete) = (policy.contains("compact"), policy.contains("delete"));
+        cfg.cleanup_policy = match (compact, delete) {
+            (true, true) => CleanupPolicy::CompactDelete,
+            (true, false) => CleanupPolicy::Compact,
+            _ => CleanupPolicy::Delete,
+        };
+        let flush_messages = self.get_i64("flush.messages");
+        cfg.flush = if flush_messages <= 1 {
+            FlushPolicy::Always
+        } else {
+            FlushPolicy::Interval {
+                messages: Some(flush_messages as u64),
+                interval_ms: Some(self.get_i64("flush.ms").clamp(1, 3_600_000) as u64),
+            }
+        };
+        cfg.timestamp_type = match self
+            .get("message.timestamp.type")
+            .map(|(v, _)| v)
+            .as_deref()
+        {
+            Some("LogAppendTime") => TimestampType::LogAppendTime,
+            _ => TimestampType::CreateTime,
+        };
+        cfg.delete_retention_ms = self.get_i64("delete.retention.ms");
+        cfg.min_cleanable_dirty_ratio = self
+            .get("min.cleanable.dirty.ratio")
+            .and_then(|(v, _)| v.parse().ok())
+            .unwrap_or(0.5);
+        cfg
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_names_key_and_value() {
+        let err = validate("retention.ms", "soon").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid value 'soon' for topic config 'retention.ms': not an integer"
+        );
+        assert!(matches!(
+            validate("no.such.key", "1"),
+            Err(ConfigError::UnknownKey(_))
+        ));
+        assert!(validate("cleanup.policy", "compact,delete").is_ok());
+        assert!(validate("cleanup.policy", "forever").is_err());
+        assert!(validate("min.cleanable.dirty.ratio", "1.5").is_err());
+        assert!(validate("max.message.bytes", "99999999999").is_err());
+    }
+
+    #[test]
+    fn overrides_win_over_defaults() {
+        let mut cfg = TopicConfig::default();
+        assert_eq!(
+            cfg.get("retention.ms"),
+            Some(("604800000".into(), ConfigSource::Default))
+        );
+        cfg.overrides.insert("retention.ms".into(), "1000".into());
+        assert_eq!(
+            cfg.get("retention.ms"),
+            Some(("1000".into(), ConfigSource::Topic))
+        );
+        assert_eq!(cfg.log_config().retention_ms, Some(1000));
+    }
+}

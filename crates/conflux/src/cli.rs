@@ -1,0 +1,136 @@
+//! The command line: `conflux serve [flags]`, with room for more subcommands.
+//!
+//! Flags override the config file and `CONFLUX_*` variables (precedence: file < env < flag).
+//! Only the most commonly overridden keys have flags; every key has an environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{Config, ConfigError, LogFormat};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "conflux",
+    version,
+    about = "An event-streaming broker that speaks Kafka (and more)"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+// Planned: `topic`, `group`, `produce`, `consume`, `bench` (each a module of its own).
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a broker node until SIGTERM or SIGINT.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Protocol {
+    Kafka,
+    Amqp,
+    Nats,
+    Aws,
+    Registry,
+    Http,
+}
+
+#[derive(Debug, Default, Args)]
+pub struct ServeArgs {
+    /// Config file (TOML). Without it, every key takes its default.
+    #[arg(long, short = 'c', value_name = "FILE", env = "CONFLUX_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Overrides `server.data_dir`.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Overrides `server.node_id`.
+    #[arg(long, value_name = "ID")]
+    pub node_id: Option<i32>,
+    /// Overrides `server.log_level` (a tracing filter such as `info` or `conflux=debug`).
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// Overrides `server.log_format`.
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<LogFormatArg>,
+    /// Overrides `kafka.listen`; port 0 picks a free port (see ports.json).
+    #[arg(long, value_name = "ADDR")]
+    pub kafka_listen: Option<SocketAddr>,
+    /// Overrides `amqp.listen`.
+    #[arg(long, value_name = "ADDR")]
+    pub amqp_listen: Option<SocketAddr>,
+    /// Overrides `nats.listen`.
+    #[arg(long, value_name = "ADDR")]
+    pub nats_listen: Option<SocketAddr>,
+    /// Overrides `aws.listen`.
+    #[arg(long, value_name = "ADDR")]
+    pub aws_listen: Option<SocketAddr>,
+    /// Overrides `registry.listen`.
+    #[arg(long, value_name = "ADDR")]
+    pub registry_listen: Option<SocketAddr>,
+    /// Overrides `http.listen`.
+    #[arg(long, value_name = "ADDR")]
+    pub http_listen: Option<SocketAddr>,
+    /// Turns a listener off (sets `<protocol>.enabled = false`); repeatable.
+    #[arg(long, value_name = "PROTOCOL", value_delimiter = ',')]
+    pub disable: Vec<Protocol>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormatArg {
+    Human,
+    Json,
+}
+
+impl ServeArgs {
+    /// File, then environment (`vars`), then these flags; then validation.
+    pub fn load_config<I>(&self, vars: I) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let mut config = Config::from_file(self.config.as_deref())?;
+        config.apply_env(vars)?;
+        self.apply_flags(&mut config);
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn apply_flags(&self, config: &mut Config) {
+        let server = &mut config.server;
+        set(&mut server.data_dir, self.data_dir.clone());
+        set(&mut server.node_id, self.node_id);
+        set(&mut server.log_level, self.log_level.clone());
+        set(
+            &mut server.log_format,
+            self.log_format.map(|f| match f {
+                LogFormatArg::Human => LogFormat::Human,
+                LogFormatArg::Json => LogFormat::Json,
+            }),
+        );
+        set(&mut config.kafka.listen, self.kafka_listen);
+        set(&mut config.amqp.listen, self.amqp_listen);
+        set(&mut config.nats.listen, self.nats_listen);
+        set(&mut config.aws.listen, self.aws_listen);
+        set(&mut config.registry.listen, self.registry_listen);
+        set(&mut config.http.listen, self.http_listen);
+        for protocol in &self.disable {
+            let enabled = match protocol {
+                Protocol::Kafka => &mut config.kafka.enabled,
+                Protocol::Amqp => &mut config.amqp.enabled,
+                Protocol::Nats => &mut config.nats.enabled,
+                Protocol::Aws => &mut config.aws.enabled,
+                Protocol::Registry => &mut config.registry.enabled,
+                Protocol::Http => &mut config.http.enabled,
+            };
+            *enabled = false;
+        }
+    }
+}
+
+fn set<T>(target: &mut T, value: Option<T>) {
+    if let Some(value) = value {
+        *target = value;
+    }
+}

@@ -1,0 +1,538 @@
+//! Node configuration: `conflux.toml`, then `CONFLUX_*` environment variables, then flags.
+//!
+//! Every key has a default, so an empty (or absent) file is a valid configuration. Unknown
+//! keys and unknown `CONFLUX_*` variables are errors rather than warnings: a typo in a limit
+//! silently falling back to its default is worse than refusing to start.
+//!
+//! This is the only module that reads the process environment (see DESIGN §3).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+const MIB: u64 = 1024 * 1024;
+const GIB: u64 = 1024 * MIB;
+const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// Prefix of every environment variable that overrides a config key.
+pub const ENV_PREFIX: &str = "CONFLUX_";
+
+/// Environment variables that start with [`ENV_PREFIX`] but are not config keys: they are
+/// read elsewhere, so they must not be rejected as unknown.
+const ENV_NOT_KEYS: &[&str] = &["CONFLUX_CONFIG", "CONFLUX_BIN"];
+
+/// The whole node configuration.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub kafka: KafkaConfig,
+    pub amqp: AmqpConfig,
+    pub nats: NatsConfig,
+    pub aws: AwsConfig,
+    pub registry: RegistryConfig,
+    pub http: HttpConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Where partition logs, metadata and `ports.json` live.
+    pub data_dir: PathBuf,
+    pub node_id: i32,
+    pub log_format: LogFormat,
+    /// A `tracing` filter (`info`, `debug`, `conflux=debug,warn`). `RUST_LOG` wins if set.
+    pub log_level: String,
+    /// How long a graceful shutdown waits for in-flight work before giving up.
+    pub shutdown_timeout_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            data_dir: PathBuf::from("./data"),
+            node_id: 0,
+            log_format: LogFormat::Human,
+            log_level: "info".to_owned(),
+            shutdown_timeout_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    /// Host put into Metadata responses; defaults to the listen address (or `localhost`
+    /// when listening on the unspecified address).
+    pub advertised_host: Option<String>,
+    pub advertised_port: Option<u16>,
+    /// Largest request frame accepted (Kafka's `socket.request.max.bytes`).
+    pub request_size_bytes_max: u64,
+    pub connections_max: u32,
+    pub auto_create_topics: bool,
+    /// Partition count of auto-created topics and of CreateTopics with `-1` partitions.
+    pub num_partitions: u32,
+    pub topic_defaults: TopicDefaults,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            enabled: true,
+            listen: addr("0.0.0.0:9092"),
+            advertised_host: None,
+            advertised_port: None,
+            request_size_bytes_max: 100 * MIB,
+            connections_max: 10_000,
+            auto_create_topics: true,
+            num_partitions: 1,
+            topic_defaults: TopicDefaults::default(),
+        }
+    }
+}
+
+/// Settings a new topic gets unless it is created with its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicDefaults {
+    /// Largest record batch accepted (Kafka's `max.message.bytes`).
+    pub message_size_bytes_max: u64,
+    /// How long records are kept; `-1` keeps them forever.
+    pub retention_ms: i64,
+    /// Size at which the active segment is rolled.
+    pub segment_size_bytes: u64,
+    pub flush_policy: FlushPolicy,
+    /// Only used with `flush_policy = "interval"`.
+    pub flush_interval_ms: u64,
+}
+
+impl Default for TopicDefaults {
+    fn default() -> Self {
+        TopicDefaults {
+            message_size_bytes_max: MIB,
+            retention_ms: 7 * DAY_MS,
+            segment_size_bytes: GIB,
+            flush_policy: FlushPolicy::Always,
+            flush_interval_ms: 1_000,
+        }
+    }
+}
+
+/// When an append is acknowledged relative to fsync (DESIGN §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlushPolicy {
+    /// Acknowledge only after fsync (group-committed).
+    Always,
+    /// Acknowledge before fsync; flush every `flush_interval_ms`.
+    Interval,
+}
+
+fn addr(text: &str) -> SocketAddr {
+    text.parse().expect("literal socket address")
+}
+
+// One struct per protocol section, even though they start out identical: each protocol's
+// own keys (AMQP frame_max, NATS max_payload, TLS, auth) are added to its section as the
+// front ends land, and each section has its own default port.
+macro_rules! listener_section {
+    ($(#[$doc:meta])* $name:ident, $addr:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct $name {
+            pub enabled: bool,
+            pub listen: SocketAddr,
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                $name {
+                    enabled: true,
+                    listen: addr($addr),
+                }
+            }
+        }
+    };
+}
+listener_section!(
+    /// `[amqp]`: AMQP 0-9-1.
+    AmqpConfig,
+    "0.0.0.0:5672"
+);
+listener_section!(
+    /// `[nats]`: the NATS client protocol.
+    NatsConfig,
+    "0.0.0.0:4222"
+);
+listener_section!(
+    /// `[aws]`: the SQS/SNS endpoint.
+    AwsConfig,
+    "0.0.0.0:9324"
+);
+listener_section!(
+    /// `[registry]`: the Confluent schema-registry REST API.
+    RegistryConfig,
+    "0.0.0.0:8081"
+);
+listener_section!(
+    /// `[http]`: health checks now; admin API, `/metrics` and console later.
+    HttpConfig,
+    "0.0.0.0:8080"
+);
+
+/// A configuration that could not be loaded; the message names the key (or variable) and
+/// the offending value, because the operator has to fix exactly that.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error(
+        "unknown environment variable {name}: it matches no config key (see docs/configuration.md)"
+    )]
+    UnknownEnv { name: String },
+    #[error("invalid value {value:?} for {name} (config key `{key}`): {message}")]
+    EnvValue {
+        name: String,
+        key: String,
+        value: String,
+        message: String,
+    },
+    #[error("invalid config value for `{key}` ({value}): {message}")]
+    Invalid {
+        key: &'static str,
+        value: String,
+        message: String,
+    },
+}
+
+/// The type of a config key, which is all that is needed to turn an environment string into
+/// a TOML value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Str,
+    Bool,
+    Int,
+}
+
+/// Every config key, as a dotted path, with its type. Environment variable names derive from
+/// it (`kafka.topic_defaults.retention_ms` → `CONFLUX_KAFKA_TOPIC_DEFAULTS_RETENTION_MS`;
+/// `[server]` keys drop the section: `server.data_dir` → `CONFLUX_DATA_DIR`).
+/// A unit test checks this list against the `Config` struct and docs/configuration.md.
+const KEYS: &[(&str, Kind)] = &[
+    ("server.data_dir", Kind::Str),
+    ("server.node_id", Kind::Int),
+    ("server.log_format", Kind::Str),
+    ("server.log_level", Kind::Str),
+    ("server.shutdown_timeout_ms", Kind::Int),
+    ("kafka.enabled", Kind::Bool),
+    ("kafka.listen", Kind::Str),
+    ("kafka.advertised_host", Kind::Str),
+    ("kafka.advertised_port", Kind::Int),
+    ("kafka.request_size_bytes_max", Kind::Int),
+    ("kafka.connections_max", Kind::Int),
+    ("kafka.auto_create_topics", Kind::Bool),
+    ("kafka.num_partitions", Kind::Int),
+    ("kafka.topic_defaults.message_size_bytes_max", Kind::Int),
+    ("kafka.topic_defaults.retention_ms", Kind::Int),
+    ("kafka.topic_defaults.segment_size_bytes", Kind::Int),
+    ("kafka.topic_defaults.flush_policy", Kind::Str),
+    ("kafka.topic_defaults.flush_interval_ms", Kind::Int),
+    ("amqp.enabled", Kind::Bool),
+    ("amqp.listen", Kind::Str),
+    ("nats.enabled", Kind::Bool),
+    ("nats.listen", Kind::Str),
+    ("aws.enabled", Kind::Bool),
+    ("aws.listen", Kind::Str),
+    ("registry.enabled", Kind::Bool),
+    ("registry.listen", Kind::Str),
+    ("http.enabled", Kind::Bool),
+    ("http.listen", Kind::Str),
+];
+
+/// The environment variable that overrides `key`.
+pub fn env_name(key: &str) -> String {
+    let key = key.strip_prefix("server.").unwrap_or(key);
+    format!("{ENV_PREFIX}{}", key.replace('.', "_").to_ascii_uppercase())
+}
+
+impl Config {
+    /// Parses a `conflux.toml` document. Missing keys take their defaults.
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Loads `path` if given (a missing explicit file is an error), otherwise the defaults.
+    pub fn from_file(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml(&text).map_err(|message| ConfigError::File {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// Applies `CONFLUX_*` overrides from `vars` (normally `std::env::vars()`).
+    pub fn apply_env<I>(&mut self, vars: I) -> Result<(), ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let known: BTreeMap<String, (&str, Kind)> = KEYS
+            .iter()
+            .map(|&(key, kind)| (env_name(key), (key, kind)))
+            .collect();
+        // Sorted so that the first error reported does not depend on hash order.
+        let vars: BTreeMap<String, String> = vars
+            .into_iter()
+            .filter(|(name, _)| name.starts_with(ENV_PREFIX))
+            .filter(|(name, _)| !ENV_NOT_KEYS.contains(&name.as_str()))
+            .collect();
+        for (name, value) in vars {
+            let Some(&(key, kind)) = known.get(&name) else {
+                return Err(ConfigError::UnknownEnv { name });
+            };
+            self.set(key, kind, &value)
+                .map_err(|message| ConfigError::EnvValue {
+                    name: name.clone(),
+                    key: key.to_owned(),
+                    value: value.clone(),
+                    message,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Sets one key from its string form by round-tripping through TOML, so every key gets
+    /// exactly the parsing and checks the file would give it.
+    fn set(&mut self, key: &str, kind: Kind, raw: &str) -> Result<(), String> {
+        let value = match kind {
+            Kind::Str => toml::Value::String(raw.to_owned()),
+            Kind::Bool => match raw.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => toml::Value::Boolean(true),
+                "false" | "0" | "no" | "off" => toml::Value::Boolean(false),
+                _ => return Err("expected true or false".to_owned()),
+            },
+            Kind::Int => toml::Value::Integer(
+                raw.trim()
+                    .replace('_', "")
+                    .parse()
+                    .map_err(|e| format!("expected an integer: {e}"))?,
+            ),
+        };
+        let mut root = toml::Value::try_from(&*self).map_err(|e| e.to_string())?;
+        let mut table = &mut root;
+        let mut parts = key.split('.').peekable();
+        while let Some(part) = parts.next() {
+            let map = table.as_table_mut().ok_or("config is not a table")?;
+            if parts.peek().is_none() {
+                map.insert(part.to_owned(), value);
+                break;
+            }
+            table = map
+                .entry(part.to_owned())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        }
+        *self = root.try_into().map_err(|e: toml::de::Error| {
+            // The TOML error names the value type; drop its multi-line decoration.
+            e.message().trim().to_owned()
+        })?;
+        Ok(())
+    }
+
+    /// Checks values that the types alone do not: sizes > 0, sane ranges, distinct ports.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(key: &'static str, value: impl fmt::Display, message: &str) -> ConfigError {
+            ConfigError::Invalid {
+                key,
+                value: value.to_string(),
+                message: message.to_owned(),
+            }
+        }
+        let s = &self.server;
+        if s.data_dir.as_os_str().is_empty() {
+            return Err(invalid("server.data_dir", "\"\"", "must not be empty"));
+        }
+        if s.node_id < 0 {
+            return Err(invalid("server.node_id", s.node_id, "must be >= 0"));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&s.log_level) {
+            return Err(invalid("server.log_level", &s.log_level, &e.to_string()));
+        }
+        if s.shutdown_timeout_ms == 0 {
+            return Err(invalid("server.shutdown_timeout_ms", 0, "must be > 0"));
+        }
+        let k = &self.kafka;
+        let positive: [(&'static str, u64); 4] = [
+            ("kafka.request_size_bytes_max", k.request_size_bytes_max),
+            ("kafka.connections_max", k.connections_max.into()),
+            ("kafka.num_partitions", k.num_partitions.into()),
+            (
+                "kafka.topic_defaults.segment_size_bytes",
+                k.topic_defaults.segment_size_bytes,
+            ),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(invalid(key, 0, "must be > 0"));
+            }
+        }
+        if k.request_size_bytes_max > i32::MAX as u64 {
+            return Err(invalid(
+                "kafka.request_size_bytes_max",
+                k.request_size_bytes_max,
+                "must fit a Kafka frame length (<= 2147483647)",
+            ));
+        }
+        if k.num_partitions > i32::MAX as u32 {
+            return Err(invalid(
+                "kafka.num_partitions",
+                k.num_partitions,
+                "too large",
+            ));
+        }
+        self.validate_topic_defaults()?;
+        if k.advertised_host.as_deref().is_some_and(str::is_empty) {
+            return Err(invalid(
+                "kafka.advertised_host",
+                "\"\"",
+                "must not be empty",
+            ));
+        }
+        if k.advertised_port == Some(0) {
+            return Err(invalid("kafka.advertised_port", 0, "must be > 0"));
+        }
+        self.validate_distinct_listeners()
+    }
+
+    fn validate_topic_defaults(&self) -> Result<(), ConfigError> {
+        let t = &self.kafka.topic_defaults;
+        let invalid = |key: &'static str, value: String, message: &str| ConfigError::Invalid {
+            key,
+            value,
+            message: message.to_owned(),
+        };
+        let key = "kafka.topic_defaults.message_size_bytes_max";
+        if t.message_size_bytes_max == 0 {
+            return Err(invalid(key, "0".into(), "must be > 0"));
+        }
+        if t.message_size_bytes_max > self.kafka.request_size_bytes_max {
+            return Err(invalid(
+                key,
+                t.message_size_bytes_max.to_string(),
+                "must not exceed kafka.request_size_bytes_max",
+            ));
+        }
+        if t.retention_ms == 0 || t.retention_ms < -1 {
+            let value = t.retention_ms.to_string();
+            return Err(invalid(
+                "kafka.topic_defaults.retention_ms",
+                value,
+                "must be > 0, or -1 for unlimited",
+            ));
+        }
+        if t.flush_policy == FlushPolicy::Interval && t.flush_interval_ms == 0 {
+            return Err(invalid(
+                "kafka.topic_defaults.flush_interval_ms",
+                "0".into(),
+                "must be > 0 with flush_policy = \"interval\"",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Two enabled listeners on the same fixed port would fail at bind time with a less
+    /// helpful message; port 0 (ephemeral) may repeat.
+    fn validate_distinct_listeners(&self) -> Result<(), ConfigError> {
+        let mut seen: Vec<(&'static str, SocketAddr)> = Vec::new();
+        for (name, addr) in self.enabled_listeners() {
+            if addr.port() != 0 {
+                if let Some((other, _)) = seen.iter().find(|(_, a)| *a == addr) {
+                    return Err(ConfigError::Invalid {
+                        key: listen_key(name),
+                        value: addr.to_string(),
+                        message: format!("same address as {}", listen_key(other)),
+                    });
+                }
+            }
+            seen.push((name, addr));
+        }
+        Ok(())
+    }
+
+    /// `(protocol name, listen address)` of every enabled listener, in a fixed order.
+    /// The broker core's settings derived from this configuration.
+    pub fn broker_config(&self) -> conflux_broker::BrokerConfig {
+        let d = &self.kafka.topic_defaults;
+        let mut topic_defaults = BTreeMap::new();
+        topic_defaults.insert(
+            "max.message.bytes".to_owned(),
+            d.message_size_bytes_max.to_string(),
+        );
+        topic_defaults.insert("retention.ms".to_owned(), d.retention_ms.to_string());
+        topic_defaults.insert(
+            "segment.bytes".to_owned(),
+            d.segment_size_bytes.min(i32::MAX as u64).to_string(),
+        );
+        if d.flush_policy == FlushPolicy::Interval {
+            topic_defaults.insert("flush.messages".to_owned(), i64::MAX.to_string());
+            topic_defaults.insert("flush.ms".to_owned(), d.flush_interval_ms.to_string());
+        }
+        let mut c = conflux_broker::BrokerConfig::new(self.server.data_dir.clone());
+        c.node_id = self.server.node_id;
+        c.auto_create_topics = self.kafka.auto_create_topics;
+        c.num_partitions = self.kafka.num_partitions;
+        c.topic_defaults = topic_defaults;
+        c
+    }
+
+    pub fn enabled_listeners(&self) -> Vec<(&'static str, SocketAddr)> {
+        [
+            ("kafka", self.kafka.enabled, self.kafka.listen),
+            ("amqp", self.amqp.enabled, self.amqp.listen),
+            ("nats", self.nats.enabled, self.nats.listen),
+            ("aws", self.aws.enabled, self.aws.listen),
+            ("registry", self.registry.enabled, self.registry.listen),
+            ("http", self.http.enabled, self.http.listen),
+        ]
+        .into_iter()
+        .filter(|(_, enabled, _)| *enabled)
+        .map(|(name, _, addr)| (name, addr))
+        .collect()
+    }
+}
+
+fn listen_key(protocol: &str) -> &'static str {
+    match protocol {
+        "kafka" => "kafka.listen",
+        "amqp" => "amqp.listen",
+        "nats" => "nats.listen",
+        "aws" => "aws.listen",
+        "registry" => "registry.listen",
+        _ => "http.listen",
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,117 @@
+//! The protocol front ends this binary serves, and the contract each one follows.
+//!
+//! `serve` binds one TCP listener per enabled `[<protocol>]` section and hands it to the
+//! [`Service`] of the same name. A protocol whose front end is not built yet has no service
+//! here; `serve` then logs that it is not listening rather than accept connections it cannot
+//! answer.
+//!
+//! Contract for a service's future:
+//! - accept connections on the listener until `shutdown` is cancelled, then stop accepting
+//!   (drop the listener), let in-flight requests finish, close connections, and return;
+//! - `serve` waits for that at most `server.shutdown_timeout_ms`, then exits regardless;
+//! - returning an error (or returning before shutdown) stops the whole node.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use conflux_broker::Broker;
+
+use crate::config::Config;
+use crate::http;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type ServeFuture = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
+type ServeFn = Box<dyn FnOnce(TcpListener, CancellationToken) -> ServeFuture + Send>;
+
+/// Everything a front end may need from the node.
+#[derive(Clone)]
+pub struct ServeContext {
+    pub config: Arc<Config>,
+    pub readiness: Readiness,
+    pub broker: Arc<Broker>,
+}
+
+/// Whether the node is ready for traffic: set once every listener is bound, cleared when
+/// shutdown begins. Reported by `/health/ready`.
+#[derive(Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// One protocol front end: its name (the config section it is configured by) and the
+/// function that serves a bound listener.
+pub struct Service {
+    pub name: &'static str,
+    serve: ServeFn,
+}
+
+impl Service {
+    pub fn new<F, Fut>(name: &'static str, serve: F) -> Service
+    where
+        F: FnOnce(TcpListener, CancellationToken) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
+    {
+        Service {
+            name,
+            serve: Box::new(move |listener, shutdown| Box::pin(serve(listener, shutdown))),
+        }
+    }
+
+    pub fn start(self, listener: TcpListener, shutdown: CancellationToken) -> ServeFuture {
+        (self.serve)(listener, shutdown)
+    }
+}
+
+/// The front ends that exist, one per protocol; each `Service` is named by its config section.
+pub fn services(ctx: &ServeContext) -> Vec<Service> {
+    let readiness = ctx.readiness.clone();
+    let kafka_ctx = ctx.clone();
+    vec![
+        Service::new("kafka", move |listener, shutdown| async move {
+            let config = kafka_listener_config(&kafka_ctx.config, &listener)?;
+            let kafka = conflux_kafka::KafkaContext::new(kafka_ctx.broker.clone(), config);
+            conflux_kafka::serve(listener, kafka, shutdown).await;
+            Ok(())
+        }),
+        Service::new("http", move |listener, shutdown| {
+            http::serve(listener, readiness, shutdown)
+        }),
+    ]
+}
+
+/// The Kafka listener's settings; the advertised address defaults to the bound one, so a
+/// node started on port 0 advertises the port it actually got.
+fn kafka_listener_config(
+    config: &Config,
+    listener: &TcpListener,
+) -> Result<conflux_kafka::KafkaConfig, BoxError> {
+    let bound = listener.local_addr()?;
+    let k = &config.kafka;
+    let host = k.advertised_host.clone().unwrap_or_else(|| {
+        if bound.ip().is_unspecified() {
+            "localhost".to_owned()
+        } else {
+            bound.ip().to_string()
+        }
+    });
+    Ok(conflux_kafka::KafkaConfig {
+        advertised_host: host,
+        advertised_port: i32::from(k.advertised_port.unwrap_or(bound.port())),
+        request_size_bytes_max: usize::try_from(k.request_size_bytes_max).unwrap_or(usize::MAX),
+        connections_max: k.connections_max as usize,
+        ..conflux_kafka::KafkaConfig::default()
+    })
+}
