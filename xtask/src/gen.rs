@@ -945,6 +945,20 @@ pub fn render_mod(msgs: &[Msg], apis: &[Api]) -> String {
             let _ = writeln!(out, "Self::{}(m) => m.encoded_len(version),", a.variant());
         }
         out.push_str("}\n}\n}\n\n");
+        out.push_str("#[cfg(test)]\n");
+        let _ = writeln!(out, "impl {enum_name} {{");
+        out.push_str("/// A random body of `api_key`, valid in `version`.\n");
+        out.push_str("pub(crate) fn arb(api_key: ApiKey, g: &mut crate::field::arb::Gen, version: i16) -> Self {\n");
+        out.push_str("use crate::field::arb::Arb;\nmatch api_key {\n");
+        for a in apis {
+            let _ = writeln!(
+                out,
+                "ApiKey::{v} => Self::{v}({}::arb(g, version)),",
+                msg(a),
+                v = a.variant()
+            );
+        }
+        out.push_str("}\n}\n}\n\n");
         for a in apis {
             let _ = writeln!(
                 out,

@@ -322,3 +322,25 @@ fn header_versions_follow_flexibility() {
     assert_eq!(ApiKey::Metadata.flexible_min_version(), Some(9));
     assert_eq!(ApiKey::Produce.valid_versions().0, 0);
 }
+
+/// The consumer protocol's subscription inside JoinGroup metadata: version-prefixed, and a
+/// newer version than we know is read as the newest we know.
+#[test]
+fn consumer_protocol_subscription_versioned() {
+    use conflux_wire::generated::ConsumerProtocolSubscription;
+    use conflux_wire::{decode_versioned, encode_versioned};
+    let v0 = unhex("0000 00000001 0006 6f7264657273 ffffffff");
+    let (version, sub) = decode_versioned::<ConsumerProtocolSubscription>(v0.clone()).unwrap();
+    assert_eq!(version, 0);
+    assert_eq!(sub.topics, ["orders"]);
+    assert_eq!(sub.user_data, None);
+    assert_eq!(
+        sub.generation_id, -1,
+        "spec default for a field absent in v0"
+    );
+    assert_eq!(encode_versioned(&sub, 0), v0);
+    // v3 layout plus a trailing field from a hypothetical v4, labelled v4.
+    let v4 = unhex("0004 00000000 ffffffff 00000000 00000005 ffff 00000009");
+    let (version, sub) = decode_versioned::<ConsumerProtocolSubscription>(v4).unwrap();
+    assert_eq!((version, sub.generation_id, sub.rack_id), (4, 5, None));
+}
