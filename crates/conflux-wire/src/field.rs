@@ -122,19 +122,35 @@ fn prefix_len(len: Option<usize>, flexible: bool, classic: usize) -> usize {
     }
 }
 
+/// Classic strings carry an `i16` length. A longer string is cut at a char boundary rather than
+/// written with a wrapped length, which would corrupt the whole frame (Kafka refuses to encode it).
+fn encodable(s: &str, flexible: bool) -> &str {
+    let max = i16::MAX as usize;
+    if flexible || s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 impl Field for String {
     fn read(r: &mut Reader, version: i16, flexible: bool) -> Result<Self, DecodeError> {
         Self::read_nullable(r, version, flexible)?.ok_or(DecodeError::UnexpectedNull("string"))
     }
     fn write(&self, buf: &mut BytesMut, _version: i16, flexible: bool) {
+        let s = encodable(self, flexible);
         if flexible {
-            write::compact_nullable_string(buf, Some(self));
+            write::compact_nullable_string(buf, Some(s));
         } else {
-            write::nullable_string(buf, Some(self));
+            write::nullable_string(buf, Some(s));
         }
     }
     fn wire_len(&self, _version: i16, flexible: bool) -> usize {
-        prefix_len(Some(self.len()), flexible, 2) + self.len()
+        let len = encodable(self, flexible).len();
+        prefix_len(Some(len), flexible, 2) + len
     }
     fn min_len(_version: i16, flexible: bool) -> usize {
         prefix_len(Some(0), flexible, 2)
@@ -432,6 +448,64 @@ pub fn unknown_len(unknown: &[(u32, Bytes)]) -> usize {
                 + data.len()
         })
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlong_classic_strings_are_cut_not_corrupted() {
+        let long = "é".repeat(20_000); // 40,000 bytes
+        for flexible in [false, true] {
+            let mut buf = BytesMut::new();
+            long.write(&mut buf, 0, flexible);
+            assert_eq!(buf.len(), long.wire_len(0, flexible));
+            let back = String::read(&mut Reader::new(buf.freeze()), 0, flexible).unwrap();
+            if flexible {
+                assert_eq!(back, long);
+            } else {
+                assert_eq!(back.len(), 32_766, "cut at the char boundary below 32,767");
+            }
+        }
+    }
+
+    #[test]
+    fn nullable_structs_use_a_presence_byte() {
+        #[derive(Default, Debug, PartialEq)]
+        struct Pair(i32);
+        impl Field for Pair {
+            fn read(r: &mut Reader, _: i16, _: bool) -> Result<Self, DecodeError> {
+                Ok(Pair(r.i32()?))
+            }
+            fn write(&self, buf: &mut BytesMut, _: i16, _: bool) {
+                buf.put_i32(self.0);
+            }
+            fn wire_len(&self, _: i16, _: bool) -> usize {
+                4
+            }
+            fn min_len(_: i16, _: bool) -> usize {
+                4
+            }
+        }
+        impl Nullable for Pair {}
+        let mut buf = BytesMut::new();
+        write_opt(&Some(Pair(7)), &mut buf, 0, true, true);
+        write_opt(&None::<Pair>, &mut buf, 0, true, true);
+        write_opt(&Some(Pair(8)), &mut buf, 0, true, false);
+        assert_eq!(&buf[..], &[1, 0, 0, 0, 7, 0xff, 0, 0, 0, 8]);
+        let mut r = Reader::new(buf.freeze());
+        assert_eq!(
+            read_opt::<Pair>(&mut r, 0, true, true).unwrap(),
+            Some(Pair(7))
+        );
+        assert_eq!(read_opt::<Pair>(&mut r, 0, true, true).unwrap(), None);
+        assert_eq!(
+            read_opt::<Pair>(&mut r, 0, true, false).unwrap(),
+            Some(Pair(8))
+        );
+        assert_eq!(opt_min_len::<Pair>(0, true, true), 1);
+    }
 }
 
 /// Random, version-valid values for round-trip tests of the generated code.

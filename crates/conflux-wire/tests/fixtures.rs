@@ -80,6 +80,26 @@ fn confluent_kafka_python_api_versions_v3() {
 }
 
 #[test]
+fn kafka_python_api_versions_v4_and_metadata_v12() {
+    let (header, body) = round_trip(fixture("kafka-python-3.0.12-api_versions-v4.hex"));
+    assert_eq!(
+        (header.request_api_key, header.request_api_version),
+        (18, 4)
+    );
+    let RequestBody::ApiVersions(req) = body else {
+        panic!("not ApiVersions")
+    };
+    assert_eq!(req.client_software_name, "kafka-python");
+    assert_eq!(req.client_software_version, "3.0.12");
+    let (header, body) = round_trip(fixture("kafka-python-3.0.12-metadata-v12.hex"));
+    assert_eq!((header.request_api_version, header.correlation_id), (12, 2));
+    let RequestBody::Metadata(req) = body else {
+        panic!("not Metadata")
+    };
+    assert_eq!(req.topics, Some(vec![]));
+}
+
+#[test]
 fn kcat_metadata_v4_brokers_and_all_topics() {
     let (header, body) = round_trip(fixture(
         "kcat-1.7.1-librdkafka-2.0.2-metadata-v4-brokers.hex",
