@@ -75,3 +75,62 @@ fn every_api_and_version_round_trips_through_framing() {
         }
     }
 }
+
+/// Writes random requests and responses of every API and version (without unknown tagged
+/// fields) as `Name version hex` lines to `$CONFLUX_DUMP_VECTORS`, for cross-checking against
+/// another implementation (`tests/fixtures/cross_check.py`). Run by hand:
+/// `CONFLUX_DUMP_VECTORS=/tmp/v.txt cargo test -p conflux-wire --lib dump_vectors -- --ignored`.
+#[test]
+#[ignore]
+fn dump_vectors() {
+    use crate::field::arb::Gen;
+    use crate::generated::{ApiKey, RequestBody, ResponseBody};
+    use std::fmt::Write as _;
+
+    let path = std::env::var("CONFLUX_DUMP_VECTORS").expect("CONFLUX_DUMP_VECTORS");
+    let mut g = Gen::new(2026);
+    g.unknown_tags = false;
+    let mut out = String::new();
+    for &key in ApiKey::ALL {
+        let (min, max) = key.valid_versions();
+        for version in min..=max {
+            for _ in 0..3 {
+                let bodies = [
+                    (
+                        format!("{}Request", key.name()),
+                        RequestBody::arb(key, &mut g, version).to_bytes(version),
+                    ),
+                    (
+                        format!("{}Response", key.name()),
+                        ResponseBody::arb(key, &mut g, version).to_bytes(version),
+                    ),
+                ];
+                for (name, bytes) in bodies {
+                    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                    let _ = writeln!(out, "{name} {version} {hex}");
+                }
+            }
+        }
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+trait ToBytes {
+    fn to_bytes(&self, version: i16) -> Vec<u8>;
+}
+
+impl ToBytes for crate::generated::RequestBody {
+    fn to_bytes(&self, version: i16) -> Vec<u8> {
+        let mut buf = bytes::BytesMut::new();
+        self.encode(&mut buf, version);
+        buf.to_vec()
+    }
+}
+
+impl ToBytes for crate::generated::ResponseBody {
+    fn to_bytes(&self, version: i16) -> Vec<u8> {
+        let mut buf = bytes::BytesMut::new();
+        self.encode(&mut buf, version);
+        buf.to_vec()
+    }
+}
