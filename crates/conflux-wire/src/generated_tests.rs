@@ -88,7 +88,8 @@ fn dump_vectors() {
     use std::fmt::Write as _;
 
     let path = std::env::var("CONFLUX_DUMP_VECTORS").expect("CONFLUX_DUMP_VECTORS");
-    let mut g = Gen::new(2026);
+    let seed = std::env::var("CONFLUX_DUMP_SEED").map_or(2026, |s| s.parse().unwrap());
+    let mut g = Gen::new(seed);
     g.unknown_tags = false;
     let mut out = String::new();
     for &key in ApiKey::ALL {
