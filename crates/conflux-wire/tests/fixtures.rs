@@ -364,3 +364,26 @@ fn consumer_protocol_subscription_versioned() {
     let (version, sub) = decode_versioned::<ConsumerProtocolSubscription>(v4).unwrap();
     assert_eq!((version, sub.generation_id, sub.rack_id), (4, 5, None));
 }
+
+#[test]
+fn message_decode_rejects_versions_outside_the_spec() {
+    use conflux_wire::{DecodeError, Reader};
+    let mut r = Reader::new(Bytes::from_static(&[0, 0, 0, 0]));
+    let err = MetadataRequest::decode(&mut r, 13).unwrap_err();
+    assert_eq!(
+        err,
+        DecodeError::UnsupportedVersion {
+            api_key: 3,
+            version: 13
+        }
+    );
+    let err = MetadataRequest::decode(&mut r, -1).unwrap_err();
+    assert_eq!(
+        err,
+        DecodeError::UnsupportedVersion {
+            api_key: 3,
+            version: -1
+        }
+    );
+    assert_eq!(<MetadataRequest as Message>::VERSIONS, (0, 12));
+}
