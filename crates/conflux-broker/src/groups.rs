@@ -316,13 +316,15 @@ impl Group {
         if self.leader.as_deref() == Some(member_id) {
             self.leader = None;
         }
+        if self.members.is_empty() {
+            // Nobody left to rebalance: the group becomes Empty (under a new generation).
+            self.complete_join();
+            return;
+        }
         match self.state {
             GroupState::Stable | GroupState::CompletingRebalance => self.prepare_rebalance(now),
             GroupState::PreparingRebalance if self.all_joined() => self.complete_join(),
             _ => {}
-        }
-        if self.members.is_empty() && self.state != GroupState::PreparingRebalance {
-            self.state = GroupState::Empty;
         }
     }
 
