@@ -14,3 +14,8 @@ lint:
 
 test-rust:
 	$(CARGO) test -j$(JOBS) --workspace
+
+# Short libFuzzer run of every fuzz/ target (FUZZ_SECONDS each, default 20); see the script.
+.PHONY: fuzz-smoke
+fuzz-smoke:
+	scripts/fuzz-smoke.sh

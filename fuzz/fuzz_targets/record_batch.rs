@@ -13,7 +13,9 @@ const BATCHES_MAX: usize = 64;
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let mut buf = Bytes::copy_from_slice(data);
     for _ in 0..BATCHES_MAX {
-        let Ok(Some((header, batch))) = split_batch(&mut buf) else { return };
+        let Ok(Some((header, batch))) = split_batch(&mut buf) else {
+            return;
+        };
         // Decode whether or not the CRC holds: the fuzzer rarely forges a valid CRC, and the
         // decoder must be safe on any bytes anyway.
         let _ = verify_crc(&batch);
