@@ -1,5 +1,5 @@
 //! Cross-checks record decoding against batches produced by a real client (librdkafka), one per
-//! compression codec; see `fixtures/records/README.md` for how they were captured.
+//! compression codec, and xerial snappy against snappy-java; see `fixtures/records/README.md`.
 
 use bytes::Bytes;
 use conflux_wire::batch::{split_batch, verify_crc};
@@ -203,4 +203,20 @@ fn uncompressed_build_is_byte_identical_to_librdkafka() {
         ours == fixture(Compression::None),
         "BatchBuilder output differs from librdkafka's"
     );
+}
+
+/// Xerial framing as the Java client writes it, produced by snappy-java itself
+/// (`fixtures/XerialSnappy.java`, which also checks that snappy-java reads our framing).
+#[test]
+fn snappy_java_xerial_stream_decodes() {
+    let path = format!(
+        "{}/tests/fixtures/records/snappy-java-xerial.bin",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let framed = std::fs::read(&path).unwrap();
+    let value = large_value();
+    let out = conflux_wire::compression::decompress(Compression::Snappy, &framed, value.len());
+    assert_eq!(out.unwrap(), value);
+    let too_small = conflux_wire::compression::decompress(Compression::Snappy, &framed, 1000);
+    assert!(too_small.is_err());
 }
