@@ -108,7 +108,9 @@ impl BatchHeader {
             record_count: be_i32(buf, RECORD_COUNT_AT),
         };
         if header.last_offset_delta < 0 || header.record_count < 0 {
-            return Err(DecodeError::Invalid("negative record count or last offset delta"));
+            return Err(DecodeError::Invalid(
+                "negative record count or last offset delta",
+            ));
         }
         Ok(header)
     }
@@ -146,7 +148,9 @@ pub fn verify_crc(batch: &[u8]) -> Result<BatchHeader, DecodeError> {
         return Err(DecodeError::InvalidLength(batch.len() as i64));
     }
     if compute_crc(batch) != header.crc {
-        return Err(DecodeError::Invalid("record batch CRC32C mismatch (corrupt message)"));
+        return Err(DecodeError::Invalid(
+            "record batch CRC32C mismatch (corrupt message)",
+        ));
     }
     Ok(header)
 }
@@ -160,7 +164,10 @@ pub fn split_batch(buf: &mut Bytes) -> Result<Option<(BatchHeader, Bytes)>, Deco
     let header = BatchHeader::parse(buf)?;
     let size = header.size_bytes();
     if buf.len() < size {
-        return Err(DecodeError::Truncated { needed: size, remaining: buf.len() });
+        return Err(DecodeError::Truncated {
+            needed: size,
+            remaining: buf.len(),
+        });
     }
     Ok(Some((header, buf.split_to(size))))
 }
@@ -193,7 +200,8 @@ mod tests {
     /// A minimal valid batch with no records, for header tests.
     fn empty_batch() -> Vec<u8> {
         let mut b = vec![0u8; HEADER_SIZE_BYTES];
-        b[LENGTH_AT..LENGTH_AT + 4].copy_from_slice(&((HEADER_SIZE_BYTES - 12) as i32).to_be_bytes());
+        b[LENGTH_AT..LENGTH_AT + 4]
+            .copy_from_slice(&((HEADER_SIZE_BYTES - 12) as i32).to_be_bytes());
         b[MAGIC_AT] = 2;
         b[PRODUCER_ID_AT..PRODUCER_ID_AT + 8].copy_from_slice(&(-1i64).to_be_bytes());
         let crc = compute_crc(&b);
@@ -230,7 +238,9 @@ mod tests {
     fn old_magic_is_rejected_clearly() {
         let mut b = empty_batch();
         b[MAGIC_AT] = 1;
-        assert!(matches!(BatchHeader::parse(&b), Err(DecodeError::Invalid(m)) if m.contains("v0/v1")));
+        assert!(
+            matches!(BatchHeader::parse(&b), Err(DecodeError::Invalid(m)) if m.contains("v0/v1"))
+        );
     }
 
     #[test]
@@ -238,6 +248,9 @@ mod tests {
         let b = empty_batch();
         let mut two = Bytes::from([b.clone(), b[..20].to_vec()].concat());
         assert!(split_batch(&mut two).unwrap().is_some());
-        assert!(matches!(split_batch(&mut two), Err(DecodeError::Truncated { .. })));
+        assert!(matches!(
+            split_batch(&mut two),
+            Err(DecodeError::Truncated { .. })
+        ));
     }
 }

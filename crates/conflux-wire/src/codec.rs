@@ -17,7 +17,11 @@ pub enum DecodeError {
     #[error("invalid length {0}")]
     InvalidLength(i64),
     #[error("{count} elements of at least {min_size_bytes} bytes cannot fit in {remaining} bytes")]
-    CountTooLarge { count: usize, min_size_bytes: usize, remaining: usize },
+    CountTooLarge {
+        count: usize,
+        min_size_bytes: usize,
+        remaining: usize,
+    },
     #[error("varint is longer than {0} bytes")]
     VarintTooLong(usize),
     #[error("null value in a non-nullable field {0}")]
@@ -68,7 +72,10 @@ impl Reader {
 
     fn need(&self, n: usize) -> Result<()> {
         if self.buf.remaining() < n {
-            Err(DecodeError::Truncated { needed: n, remaining: self.buf.remaining() })
+            Err(DecodeError::Truncated {
+                needed: n,
+                remaining: self.buf.remaining(),
+            })
         } else {
             Ok(())
         }
@@ -189,7 +196,11 @@ impl Reader {
     /// Length of a compact item (uvarint of len + 1; 0 means null).
     fn compact_len(&mut self) -> Result<Option<usize>> {
         let raw = self.uvarint()?;
-        Ok(if raw == 0 { None } else { Some(raw as usize - 1) })
+        Ok(if raw == 0 {
+            None
+        } else {
+            Some(raw as usize - 1)
+        })
     }
 
     fn utf8(bytes: Bytes) -> Result<String> {
@@ -204,7 +215,8 @@ impl Reader {
         }
     }
     pub fn string(&mut self, field: &'static str) -> Result<String> {
-        self.nullable_string()?.ok_or(DecodeError::UnexpectedNull(field))
+        self.nullable_string()?
+            .ok_or(DecodeError::UnexpectedNull(field))
     }
     pub fn compact_nullable_string(&mut self) -> Result<Option<String>> {
         match self.compact_len()? {
@@ -213,7 +225,8 @@ impl Reader {
         }
     }
     pub fn compact_string(&mut self, field: &'static str) -> Result<String> {
-        self.compact_nullable_string()?.ok_or(DecodeError::UnexpectedNull(field))
+        self.compact_nullable_string()?
+            .ok_or(DecodeError::UnexpectedNull(field))
     }
 
     pub fn nullable_bytes(&mut self) -> Result<Option<Bytes>> {
@@ -396,19 +409,31 @@ mod tests {
     #[test]
     fn huge_array_count_is_rejected_before_allocation() {
         let mut r = reader(&[0x7f, 0xff, 0xff, 0xff, 0, 0]);
-        assert!(matches!(r.array_len(4), Err(DecodeError::CountTooLarge { .. })));
+        assert!(matches!(
+            r.array_len(4),
+            Err(DecodeError::CountTooLarge { .. })
+        ));
     }
 
     #[test]
     fn negative_lengths_other_than_null_are_invalid() {
-        assert_eq!(reader(&[0xff, 0xfe]).nullable_string(), Err(DecodeError::InvalidLength(-2)));
+        assert_eq!(
+            reader(&[0xff, 0xfe]).nullable_string(),
+            Err(DecodeError::InvalidLength(-2))
+        );
         assert_eq!(reader(&[0xff, 0xff]).nullable_string(), Ok(None));
         assert!(reader(&[0, 5, b'a']).nullable_string().is_err());
     }
 
     #[test]
     fn overlong_varint_is_rejected() {
-        assert_eq!(reader(&[0x80; 11]).uvarlong(), Err(DecodeError::VarintTooLong(10)));
-        assert_eq!(reader(&[0xff, 0xff, 0xff, 0xff, 0x7f]).uvarint(), Err(DecodeError::VarintTooLong(5)));
+        assert_eq!(
+            reader(&[0x80; 11]).uvarlong(),
+            Err(DecodeError::VarintTooLong(10))
+        );
+        assert_eq!(
+            reader(&[0xff, 0xff, 0xff, 0xff, 0x7f]).uvarint(),
+            Err(DecodeError::VarintTooLong(5))
+        );
     }
 }
