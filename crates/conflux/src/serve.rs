@@ -65,6 +65,8 @@ async fn serve(config: Arc<Config>) -> Result<(), ServeError> {
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
 
+    // Storage and broker state are opened here, before any listener is bound, so that
+    // recovery has finished when clients can connect; the broker handle joins ServeContext.
     let ctx = ServeContext {
         config: config.clone(),
         readiness: Readiness::default(),
