@@ -913,6 +913,17 @@ pub fn render_mod(msgs: &[Msg], apis: &[Api]) -> String {
             let _ = writeln!(out, "Self::{}(_) => ApiKey::{},", a.variant(), a.variant());
         }
         out.push_str("}\n}\n\n");
+        out.push_str("/// The body of `api_key` with every field at its default.\n");
+        out.push_str("pub fn default_for(api_key: ApiKey) -> Self {\nmatch api_key {\n");
+        for a in apis {
+            let _ = writeln!(
+                out,
+                "ApiKey::{v} => Self::{v}({}::default()),",
+                msg(a),
+                v = a.variant()
+            );
+        }
+        out.push_str("}\n}\n\n");
         out.push_str("/// Decodes the body of `api_key` in `version` (the header already read).\n");
         out.push_str("pub fn decode(api_key: ApiKey, r: &mut Reader, version: i16) -> Result<Self, DecodeError> {\nOk(match api_key {\n");
         for a in apis {
@@ -932,6 +943,20 @@ pub fn render_mod(msgs: &[Msg], apis: &[Api]) -> String {
         out.push_str("pub fn encoded_len(&self, version: i16) -> usize {\nmatch self {\n");
         for a in apis {
             let _ = writeln!(out, "Self::{}(m) => m.encoded_len(version),", a.variant());
+        }
+        out.push_str("}\n}\n}\n\n");
+        out.push_str("#[cfg(test)]\n");
+        let _ = writeln!(out, "impl {enum_name} {{");
+        out.push_str("/// A random body of `api_key`, valid in `version`.\n");
+        out.push_str("pub(crate) fn arb(api_key: ApiKey, g: &mut crate::field::arb::Gen, version: i16) -> Self {\n");
+        out.push_str("use crate::field::arb::Arb;\nmatch api_key {\n");
+        for a in apis {
+            let _ = writeln!(
+                out,
+                "ApiKey::{v} => Self::{v}({}::arb(g, version)),",
+                msg(a),
+                v = a.variant()
+            );
         }
         out.push_str("}\n}\n}\n\n");
         for a in apis {
@@ -961,7 +986,7 @@ pub fn render_mod(msgs: &[Msg], apis: &[Api]) -> String {
     }
 
     out.push_str("/// A message name and its seeded round-trip check.\n#[cfg(test)]\n");
-    out.push_str("pub(crate) type RoundTrip = (&'static str, fn(u64));\n\n");
+    out.push_str("pub(crate) type RoundTrip = (&'static str, fn(u64, bool));\n\n");
     out.push_str(
         "/// Round-trip checks of every generated message, driven by a seed.\n#[cfg(test)]\n",
     );

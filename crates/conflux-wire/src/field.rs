@@ -539,8 +539,9 @@ pub(crate) mod arb {
     }
 
     /// Encodes a random value of `M` in every version, checks `encoded_len`, decodes it back
-    /// and re-encodes it byte for byte.
-    pub fn round_trip<M>(seed: u64)
+    /// and re-encodes it byte for byte. With `adversarial`, also checks that every strict prefix
+    /// of the encoding fails to decode and that corrupted copies decode without panicking.
+    pub fn round_trip<M>(seed: u64, adversarial: bool)
     where
         M: crate::protocol::Message + Arb + PartialEq + std::fmt::Debug,
     {
@@ -567,6 +568,32 @@ pub(crate) mod arb {
             let mut again = BytesMut::new();
             decoded.encode(&mut again, version);
             assert_eq!(again.freeze(), bytes, "v{version} re-encode");
+            if adversarial {
+                check_adversarial::<M>(&mut g, &bytes, version);
+            }
+        }
+    }
+
+    fn check_adversarial<M: crate::protocol::Message>(g: &mut Gen, bytes: &Bytes, version: i16) {
+        for len in 0..bytes.len() {
+            let prefix = bytes.slice(..len);
+            let result = M::decode(&mut Reader::new(prefix), version);
+            assert!(result.is_err(), "v{version}: a {len}-byte prefix decoded");
+        }
+        for _ in 0..16 {
+            let mut corrupt = bytes.to_vec();
+            if corrupt.is_empty() {
+                break;
+            }
+            for _ in 0..=g.below(3) {
+                let at = g.below(corrupt.len() as u64) as usize;
+                corrupt[at] = match g.below(3) {
+                    0 => 0xff,
+                    1 => 0x7f,
+                    _ => g.next_u64() as u8,
+                };
+            }
+            let _ = M::decode(&mut Reader::new(Bytes::from(corrupt)), version);
         }
     }
 }

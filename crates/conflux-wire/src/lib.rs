@@ -15,8 +15,9 @@ pub mod records;
 pub use codec::{DecodeError, Reader};
 pub use generated::{ApiKey, RequestBody, ResponseBody};
 pub use protocol::{
-    decode_request, decode_response, encode_request, encode_response, request_header_version,
-    response_header_version, Message, Request, RequestError, RequestErrorKind, Response,
+    decode_request, decode_response, decode_versioned, encode_request, encode_response,
+    encode_versioned, request_header_version, response_header_version, Message, Request,
+    RequestError, RequestErrorKind, Response,
 };
 
 #[cfg(test)]

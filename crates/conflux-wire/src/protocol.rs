@@ -188,3 +188,22 @@ pub fn decode_response(
     let body = ResponseBody::decode(api_key, &mut r, version)?;
     Ok((header, body))
 }
+
+/// Decodes a structure that carries its own version as a leading `i16`, as the consumer
+/// protocol's `ConsumerProtocolSubscription` / `ConsumerProtocolAssignment` do inside JoinGroup
+/// and SyncGroup. A version above the highest known one is read as the highest known one (those
+/// versions only ever append fields), as Kafka does; the returned version is the one on the wire.
+pub fn decode_versioned<M: Message>(data: Bytes) -> Result<(i16, M), DecodeError> {
+    let mut r = Reader::new(data);
+    let version = r.i16()?;
+    let message = M::decode(&mut r, version.min(M::VERSIONS.1))?;
+    Ok((version, message))
+}
+
+/// Encodes `message` in `version` behind its `i16` version prefix (see [`decode_versioned`]).
+pub fn encode_versioned(message: &impl Message, version: i16) -> Bytes {
+    let mut buf = BytesMut::with_capacity(2 + message.encoded_len(version));
+    buf.put_i16(version);
+    message.encode(&mut buf, version);
+    buf.freeze()
+}

@@ -1023,6 +1023,140 @@ impl RequestBody {
         }
     }
 
+    /// The body of `api_key` with every field at its default.
+    pub fn default_for(api_key: ApiKey) -> Self {
+        match api_key {
+            ApiKey::Produce => Self::Produce(ProduceRequest::default()),
+            ApiKey::Fetch => Self::Fetch(FetchRequest::default()),
+            ApiKey::ListOffsets => Self::ListOffsets(ListOffsetsRequest::default()),
+            ApiKey::Metadata => Self::Metadata(MetadataRequest::default()),
+            ApiKey::OffsetCommit => Self::OffsetCommit(OffsetCommitRequest::default()),
+            ApiKey::OffsetFetch => Self::OffsetFetch(OffsetFetchRequest::default()),
+            ApiKey::FindCoordinator => Self::FindCoordinator(FindCoordinatorRequest::default()),
+            ApiKey::JoinGroup => Self::JoinGroup(JoinGroupRequest::default()),
+            ApiKey::Heartbeat => Self::Heartbeat(HeartbeatRequest::default()),
+            ApiKey::LeaveGroup => Self::LeaveGroup(LeaveGroupRequest::default()),
+            ApiKey::SyncGroup => Self::SyncGroup(SyncGroupRequest::default()),
+            ApiKey::DescribeGroups => Self::DescribeGroups(DescribeGroupsRequest::default()),
+            ApiKey::ListGroups => Self::ListGroups(ListGroupsRequest::default()),
+            ApiKey::SaslHandshake => Self::SaslHandshake(SaslHandshakeRequest::default()),
+            ApiKey::ApiVersions => Self::ApiVersions(ApiVersionsRequest::default()),
+            ApiKey::CreateTopics => Self::CreateTopics(CreateTopicsRequest::default()),
+            ApiKey::DeleteTopics => Self::DeleteTopics(DeleteTopicsRequest::default()),
+            ApiKey::DeleteRecords => Self::DeleteRecords(DeleteRecordsRequest::default()),
+            ApiKey::InitProducerId => Self::InitProducerId(InitProducerIdRequest::default()),
+            ApiKey::OffsetForLeaderEpoch => {
+                Self::OffsetForLeaderEpoch(OffsetForLeaderEpochRequest::default())
+            }
+            ApiKey::AddPartitionsToTxn => {
+                Self::AddPartitionsToTxn(AddPartitionsToTxnRequest::default())
+            }
+            ApiKey::AddOffsetsToTxn => Self::AddOffsetsToTxn(AddOffsetsToTxnRequest::default()),
+            ApiKey::EndTxn => Self::EndTxn(EndTxnRequest::default()),
+            ApiKey::WriteTxnMarkers => Self::WriteTxnMarkers(WriteTxnMarkersRequest::default()),
+            ApiKey::TxnOffsetCommit => Self::TxnOffsetCommit(TxnOffsetCommitRequest::default()),
+            ApiKey::DescribeAcls => Self::DescribeAcls(DescribeAclsRequest::default()),
+            ApiKey::CreateAcls => Self::CreateAcls(CreateAclsRequest::default()),
+            ApiKey::DeleteAcls => Self::DeleteAcls(DeleteAclsRequest::default()),
+            ApiKey::DescribeConfigs => Self::DescribeConfigs(DescribeConfigsRequest::default()),
+            ApiKey::AlterConfigs => Self::AlterConfigs(AlterConfigsRequest::default()),
+            ApiKey::AlterReplicaLogDirs => {
+                Self::AlterReplicaLogDirs(AlterReplicaLogDirsRequest::default())
+            }
+            ApiKey::DescribeLogDirs => Self::DescribeLogDirs(DescribeLogDirsRequest::default()),
+            ApiKey::SaslAuthenticate => Self::SaslAuthenticate(SaslAuthenticateRequest::default()),
+            ApiKey::CreatePartitions => Self::CreatePartitions(CreatePartitionsRequest::default()),
+            ApiKey::CreateDelegationToken => {
+                Self::CreateDelegationToken(CreateDelegationTokenRequest::default())
+            }
+            ApiKey::RenewDelegationToken => {
+                Self::RenewDelegationToken(RenewDelegationTokenRequest::default())
+            }
+            ApiKey::ExpireDelegationToken => {
+                Self::ExpireDelegationToken(ExpireDelegationTokenRequest::default())
+            }
+            ApiKey::DescribeDelegationToken => {
+                Self::DescribeDelegationToken(DescribeDelegationTokenRequest::default())
+            }
+            ApiKey::DeleteGroups => Self::DeleteGroups(DeleteGroupsRequest::default()),
+            ApiKey::ElectLeaders => Self::ElectLeaders(ElectLeadersRequest::default()),
+            ApiKey::IncrementalAlterConfigs => {
+                Self::IncrementalAlterConfigs(IncrementalAlterConfigsRequest::default())
+            }
+            ApiKey::AlterPartitionReassignments => {
+                Self::AlterPartitionReassignments(AlterPartitionReassignmentsRequest::default())
+            }
+            ApiKey::ListPartitionReassignments => {
+                Self::ListPartitionReassignments(ListPartitionReassignmentsRequest::default())
+            }
+            ApiKey::OffsetDelete => Self::OffsetDelete(OffsetDeleteRequest::default()),
+            ApiKey::DescribeClientQuotas => {
+                Self::DescribeClientQuotas(DescribeClientQuotasRequest::default())
+            }
+            ApiKey::AlterClientQuotas => {
+                Self::AlterClientQuotas(AlterClientQuotasRequest::default())
+            }
+            ApiKey::DescribeUserScramCredentials => {
+                Self::DescribeUserScramCredentials(DescribeUserScramCredentialsRequest::default())
+            }
+            ApiKey::AlterUserScramCredentials => {
+                Self::AlterUserScramCredentials(AlterUserScramCredentialsRequest::default())
+            }
+            ApiKey::DescribeQuorum => Self::DescribeQuorum(DescribeQuorumRequest::default()),
+            ApiKey::UpdateFeatures => Self::UpdateFeatures(UpdateFeaturesRequest::default()),
+            ApiKey::DescribeCluster => Self::DescribeCluster(DescribeClusterRequest::default()),
+            ApiKey::DescribeProducers => {
+                Self::DescribeProducers(DescribeProducersRequest::default())
+            }
+            ApiKey::UnregisterBroker => Self::UnregisterBroker(UnregisterBrokerRequest::default()),
+            ApiKey::DescribeTransactions => {
+                Self::DescribeTransactions(DescribeTransactionsRequest::default())
+            }
+            ApiKey::ListTransactions => Self::ListTransactions(ListTransactionsRequest::default()),
+            ApiKey::ConsumerGroupHeartbeat => {
+                Self::ConsumerGroupHeartbeat(ConsumerGroupHeartbeatRequest::default())
+            }
+            ApiKey::ConsumerGroupDescribe => {
+                Self::ConsumerGroupDescribe(ConsumerGroupDescribeRequest::default())
+            }
+            ApiKey::GetTelemetrySubscriptions => {
+                Self::GetTelemetrySubscriptions(GetTelemetrySubscriptionsRequest::default())
+            }
+            ApiKey::PushTelemetry => Self::PushTelemetry(PushTelemetryRequest::default()),
+            ApiKey::ListClientMetricsResources => {
+                Self::ListClientMetricsResources(ListClientMetricsResourcesRequest::default())
+            }
+            ApiKey::DescribeTopicPartitions => {
+                Self::DescribeTopicPartitions(DescribeTopicPartitionsRequest::default())
+            }
+            ApiKey::ShareGroupHeartbeat => {
+                Self::ShareGroupHeartbeat(ShareGroupHeartbeatRequest::default())
+            }
+            ApiKey::ShareGroupDescribe => {
+                Self::ShareGroupDescribe(ShareGroupDescribeRequest::default())
+            }
+            ApiKey::ShareFetch => Self::ShareFetch(ShareFetchRequest::default()),
+            ApiKey::ShareAcknowledge => Self::ShareAcknowledge(ShareAcknowledgeRequest::default()),
+            ApiKey::AddRaftVoter => Self::AddRaftVoter(AddRaftVoterRequest::default()),
+            ApiKey::RemoveRaftVoter => Self::RemoveRaftVoter(RemoveRaftVoterRequest::default()),
+            ApiKey::InitializeShareGroupState => {
+                Self::InitializeShareGroupState(InitializeShareGroupStateRequest::default())
+            }
+            ApiKey::ReadShareGroupState => {
+                Self::ReadShareGroupState(ReadShareGroupStateRequest::default())
+            }
+            ApiKey::WriteShareGroupState => {
+                Self::WriteShareGroupState(WriteShareGroupStateRequest::default())
+            }
+            ApiKey::DeleteShareGroupState => {
+                Self::DeleteShareGroupState(DeleteShareGroupStateRequest::default())
+            }
+            ApiKey::ReadShareGroupStateSummary => {
+                Self::ReadShareGroupStateSummary(ReadShareGroupStateSummaryRequest::default())
+            }
+        }
+    }
+
     /// Decodes the body of `api_key` in `version` (the header already read).
     pub fn decode(api_key: ApiKey, r: &mut Reader, version: i16) -> Result<Self, DecodeError> {
         Ok(match api_key {
@@ -1342,6 +1476,170 @@ impl RequestBody {
             Self::WriteShareGroupState(m) => m.encoded_len(version),
             Self::DeleteShareGroupState(m) => m.encoded_len(version),
             Self::ReadShareGroupStateSummary(m) => m.encoded_len(version),
+        }
+    }
+}
+
+#[cfg(test)]
+impl RequestBody {
+    /// A random body of `api_key`, valid in `version`.
+    pub(crate) fn arb(api_key: ApiKey, g: &mut crate::field::arb::Gen, version: i16) -> Self {
+        use crate::field::arb::Arb;
+        match api_key {
+            ApiKey::Produce => Self::Produce(ProduceRequest::arb(g, version)),
+            ApiKey::Fetch => Self::Fetch(FetchRequest::arb(g, version)),
+            ApiKey::ListOffsets => Self::ListOffsets(ListOffsetsRequest::arb(g, version)),
+            ApiKey::Metadata => Self::Metadata(MetadataRequest::arb(g, version)),
+            ApiKey::OffsetCommit => Self::OffsetCommit(OffsetCommitRequest::arb(g, version)),
+            ApiKey::OffsetFetch => Self::OffsetFetch(OffsetFetchRequest::arb(g, version)),
+            ApiKey::FindCoordinator => {
+                Self::FindCoordinator(FindCoordinatorRequest::arb(g, version))
+            }
+            ApiKey::JoinGroup => Self::JoinGroup(JoinGroupRequest::arb(g, version)),
+            ApiKey::Heartbeat => Self::Heartbeat(HeartbeatRequest::arb(g, version)),
+            ApiKey::LeaveGroup => Self::LeaveGroup(LeaveGroupRequest::arb(g, version)),
+            ApiKey::SyncGroup => Self::SyncGroup(SyncGroupRequest::arb(g, version)),
+            ApiKey::DescribeGroups => Self::DescribeGroups(DescribeGroupsRequest::arb(g, version)),
+            ApiKey::ListGroups => Self::ListGroups(ListGroupsRequest::arb(g, version)),
+            ApiKey::SaslHandshake => Self::SaslHandshake(SaslHandshakeRequest::arb(g, version)),
+            ApiKey::ApiVersions => Self::ApiVersions(ApiVersionsRequest::arb(g, version)),
+            ApiKey::CreateTopics => Self::CreateTopics(CreateTopicsRequest::arb(g, version)),
+            ApiKey::DeleteTopics => Self::DeleteTopics(DeleteTopicsRequest::arb(g, version)),
+            ApiKey::DeleteRecords => Self::DeleteRecords(DeleteRecordsRequest::arb(g, version)),
+            ApiKey::InitProducerId => Self::InitProducerId(InitProducerIdRequest::arb(g, version)),
+            ApiKey::OffsetForLeaderEpoch => {
+                Self::OffsetForLeaderEpoch(OffsetForLeaderEpochRequest::arb(g, version))
+            }
+            ApiKey::AddPartitionsToTxn => {
+                Self::AddPartitionsToTxn(AddPartitionsToTxnRequest::arb(g, version))
+            }
+            ApiKey::AddOffsetsToTxn => {
+                Self::AddOffsetsToTxn(AddOffsetsToTxnRequest::arb(g, version))
+            }
+            ApiKey::EndTxn => Self::EndTxn(EndTxnRequest::arb(g, version)),
+            ApiKey::WriteTxnMarkers => {
+                Self::WriteTxnMarkers(WriteTxnMarkersRequest::arb(g, version))
+            }
+            ApiKey::TxnOffsetCommit => {
+                Self::TxnOffsetCommit(TxnOffsetCommitRequest::arb(g, version))
+            }
+            ApiKey::DescribeAcls => Self::DescribeAcls(DescribeAclsRequest::arb(g, version)),
+            ApiKey::CreateAcls => Self::CreateAcls(CreateAclsRequest::arb(g, version)),
+            ApiKey::DeleteAcls => Self::DeleteAcls(DeleteAclsRequest::arb(g, version)),
+            ApiKey::DescribeConfigs => {
+                Self::DescribeConfigs(DescribeConfigsRequest::arb(g, version))
+            }
+            ApiKey::AlterConfigs => Self::AlterConfigs(AlterConfigsRequest::arb(g, version)),
+            ApiKey::AlterReplicaLogDirs => {
+                Self::AlterReplicaLogDirs(AlterReplicaLogDirsRequest::arb(g, version))
+            }
+            ApiKey::DescribeLogDirs => {
+                Self::DescribeLogDirs(DescribeLogDirsRequest::arb(g, version))
+            }
+            ApiKey::SaslAuthenticate => {
+                Self::SaslAuthenticate(SaslAuthenticateRequest::arb(g, version))
+            }
+            ApiKey::CreatePartitions => {
+                Self::CreatePartitions(CreatePartitionsRequest::arb(g, version))
+            }
+            ApiKey::CreateDelegationToken => {
+                Self::CreateDelegationToken(CreateDelegationTokenRequest::arb(g, version))
+            }
+            ApiKey::RenewDelegationToken => {
+                Self::RenewDelegationToken(RenewDelegationTokenRequest::arb(g, version))
+            }
+            ApiKey::ExpireDelegationToken => {
+                Self::ExpireDelegationToken(ExpireDelegationTokenRequest::arb(g, version))
+            }
+            ApiKey::DescribeDelegationToken => {
+                Self::DescribeDelegationToken(DescribeDelegationTokenRequest::arb(g, version))
+            }
+            ApiKey::DeleteGroups => Self::DeleteGroups(DeleteGroupsRequest::arb(g, version)),
+            ApiKey::ElectLeaders => Self::ElectLeaders(ElectLeadersRequest::arb(g, version)),
+            ApiKey::IncrementalAlterConfigs => {
+                Self::IncrementalAlterConfigs(IncrementalAlterConfigsRequest::arb(g, version))
+            }
+            ApiKey::AlterPartitionReassignments => Self::AlterPartitionReassignments(
+                AlterPartitionReassignmentsRequest::arb(g, version),
+            ),
+            ApiKey::ListPartitionReassignments => {
+                Self::ListPartitionReassignments(ListPartitionReassignmentsRequest::arb(g, version))
+            }
+            ApiKey::OffsetDelete => Self::OffsetDelete(OffsetDeleteRequest::arb(g, version)),
+            ApiKey::DescribeClientQuotas => {
+                Self::DescribeClientQuotas(DescribeClientQuotasRequest::arb(g, version))
+            }
+            ApiKey::AlterClientQuotas => {
+                Self::AlterClientQuotas(AlterClientQuotasRequest::arb(g, version))
+            }
+            ApiKey::DescribeUserScramCredentials => Self::DescribeUserScramCredentials(
+                DescribeUserScramCredentialsRequest::arb(g, version),
+            ),
+            ApiKey::AlterUserScramCredentials => {
+                Self::AlterUserScramCredentials(AlterUserScramCredentialsRequest::arb(g, version))
+            }
+            ApiKey::DescribeQuorum => Self::DescribeQuorum(DescribeQuorumRequest::arb(g, version)),
+            ApiKey::UpdateFeatures => Self::UpdateFeatures(UpdateFeaturesRequest::arb(g, version)),
+            ApiKey::DescribeCluster => {
+                Self::DescribeCluster(DescribeClusterRequest::arb(g, version))
+            }
+            ApiKey::DescribeProducers => {
+                Self::DescribeProducers(DescribeProducersRequest::arb(g, version))
+            }
+            ApiKey::UnregisterBroker => {
+                Self::UnregisterBroker(UnregisterBrokerRequest::arb(g, version))
+            }
+            ApiKey::DescribeTransactions => {
+                Self::DescribeTransactions(DescribeTransactionsRequest::arb(g, version))
+            }
+            ApiKey::ListTransactions => {
+                Self::ListTransactions(ListTransactionsRequest::arb(g, version))
+            }
+            ApiKey::ConsumerGroupHeartbeat => {
+                Self::ConsumerGroupHeartbeat(ConsumerGroupHeartbeatRequest::arb(g, version))
+            }
+            ApiKey::ConsumerGroupDescribe => {
+                Self::ConsumerGroupDescribe(ConsumerGroupDescribeRequest::arb(g, version))
+            }
+            ApiKey::GetTelemetrySubscriptions => {
+                Self::GetTelemetrySubscriptions(GetTelemetrySubscriptionsRequest::arb(g, version))
+            }
+            ApiKey::PushTelemetry => Self::PushTelemetry(PushTelemetryRequest::arb(g, version)),
+            ApiKey::ListClientMetricsResources => {
+                Self::ListClientMetricsResources(ListClientMetricsResourcesRequest::arb(g, version))
+            }
+            ApiKey::DescribeTopicPartitions => {
+                Self::DescribeTopicPartitions(DescribeTopicPartitionsRequest::arb(g, version))
+            }
+            ApiKey::ShareGroupHeartbeat => {
+                Self::ShareGroupHeartbeat(ShareGroupHeartbeatRequest::arb(g, version))
+            }
+            ApiKey::ShareGroupDescribe => {
+                Self::ShareGroupDescribe(ShareGroupDescribeRequest::arb(g, version))
+            }
+            ApiKey::ShareFetch => Self::ShareFetch(ShareFetchRequest::arb(g, version)),
+            ApiKey::ShareAcknowledge => {
+                Self::ShareAcknowledge(ShareAcknowledgeRequest::arb(g, version))
+            }
+            ApiKey::AddRaftVoter => Self::AddRaftVoter(AddRaftVoterRequest::arb(g, version)),
+            ApiKey::RemoveRaftVoter => {
+                Self::RemoveRaftVoter(RemoveRaftVoterRequest::arb(g, version))
+            }
+            ApiKey::InitializeShareGroupState => {
+                Self::InitializeShareGroupState(InitializeShareGroupStateRequest::arb(g, version))
+            }
+            ApiKey::ReadShareGroupState => {
+                Self::ReadShareGroupState(ReadShareGroupStateRequest::arb(g, version))
+            }
+            ApiKey::WriteShareGroupState => {
+                Self::WriteShareGroupState(WriteShareGroupStateRequest::arb(g, version))
+            }
+            ApiKey::DeleteShareGroupState => {
+                Self::DeleteShareGroupState(DeleteShareGroupStateRequest::arb(g, version))
+            }
+            ApiKey::ReadShareGroupStateSummary => {
+                Self::ReadShareGroupStateSummary(ReadShareGroupStateSummaryRequest::arb(g, version))
+            }
         }
     }
 }
@@ -1933,6 +2231,140 @@ impl ResponseBody {
         }
     }
 
+    /// The body of `api_key` with every field at its default.
+    pub fn default_for(api_key: ApiKey) -> Self {
+        match api_key {
+            ApiKey::Produce => Self::Produce(ProduceResponse::default()),
+            ApiKey::Fetch => Self::Fetch(FetchResponse::default()),
+            ApiKey::ListOffsets => Self::ListOffsets(ListOffsetsResponse::default()),
+            ApiKey::Metadata => Self::Metadata(MetadataResponse::default()),
+            ApiKey::OffsetCommit => Self::OffsetCommit(OffsetCommitResponse::default()),
+            ApiKey::OffsetFetch => Self::OffsetFetch(OffsetFetchResponse::default()),
+            ApiKey::FindCoordinator => Self::FindCoordinator(FindCoordinatorResponse::default()),
+            ApiKey::JoinGroup => Self::JoinGroup(JoinGroupResponse::default()),
+            ApiKey::Heartbeat => Self::Heartbeat(HeartbeatResponse::default()),
+            ApiKey::LeaveGroup => Self::LeaveGroup(LeaveGroupResponse::default()),
+            ApiKey::SyncGroup => Self::SyncGroup(SyncGroupResponse::default()),
+            ApiKey::DescribeGroups => Self::DescribeGroups(DescribeGroupsResponse::default()),
+            ApiKey::ListGroups => Self::ListGroups(ListGroupsResponse::default()),
+            ApiKey::SaslHandshake => Self::SaslHandshake(SaslHandshakeResponse::default()),
+            ApiKey::ApiVersions => Self::ApiVersions(ApiVersionsResponse::default()),
+            ApiKey::CreateTopics => Self::CreateTopics(CreateTopicsResponse::default()),
+            ApiKey::DeleteTopics => Self::DeleteTopics(DeleteTopicsResponse::default()),
+            ApiKey::DeleteRecords => Self::DeleteRecords(DeleteRecordsResponse::default()),
+            ApiKey::InitProducerId => Self::InitProducerId(InitProducerIdResponse::default()),
+            ApiKey::OffsetForLeaderEpoch => {
+                Self::OffsetForLeaderEpoch(OffsetForLeaderEpochResponse::default())
+            }
+            ApiKey::AddPartitionsToTxn => {
+                Self::AddPartitionsToTxn(AddPartitionsToTxnResponse::default())
+            }
+            ApiKey::AddOffsetsToTxn => Self::AddOffsetsToTxn(AddOffsetsToTxnResponse::default()),
+            ApiKey::EndTxn => Self::EndTxn(EndTxnResponse::default()),
+            ApiKey::WriteTxnMarkers => Self::WriteTxnMarkers(WriteTxnMarkersResponse::default()),
+            ApiKey::TxnOffsetCommit => Self::TxnOffsetCommit(TxnOffsetCommitResponse::default()),
+            ApiKey::DescribeAcls => Self::DescribeAcls(DescribeAclsResponse::default()),
+            ApiKey::CreateAcls => Self::CreateAcls(CreateAclsResponse::default()),
+            ApiKey::DeleteAcls => Self::DeleteAcls(DeleteAclsResponse::default()),
+            ApiKey::DescribeConfigs => Self::DescribeConfigs(DescribeConfigsResponse::default()),
+            ApiKey::AlterConfigs => Self::AlterConfigs(AlterConfigsResponse::default()),
+            ApiKey::AlterReplicaLogDirs => {
+                Self::AlterReplicaLogDirs(AlterReplicaLogDirsResponse::default())
+            }
+            ApiKey::DescribeLogDirs => Self::DescribeLogDirs(DescribeLogDirsResponse::default()),
+            ApiKey::SaslAuthenticate => Self::SaslAuthenticate(SaslAuthenticateResponse::default()),
+            ApiKey::CreatePartitions => Self::CreatePartitions(CreatePartitionsResponse::default()),
+            ApiKey::CreateDelegationToken => {
+                Self::CreateDelegationToken(CreateDelegationTokenResponse::default())
+            }
+            ApiKey::RenewDelegationToken => {
+                Self::RenewDelegationToken(RenewDelegationTokenResponse::default())
+            }
+            ApiKey::ExpireDelegationToken => {
+                Self::ExpireDelegationToken(ExpireDelegationTokenResponse::default())
+            }
+            ApiKey::DescribeDelegationToken => {
+                Self::DescribeDelegationToken(DescribeDelegationTokenResponse::default())
+            }
+            ApiKey::DeleteGroups => Self::DeleteGroups(DeleteGroupsResponse::default()),
+            ApiKey::ElectLeaders => Self::ElectLeaders(ElectLeadersResponse::default()),
+            ApiKey::IncrementalAlterConfigs => {
+                Self::IncrementalAlterConfigs(IncrementalAlterConfigsResponse::default())
+            }
+            ApiKey::AlterPartitionReassignments => {
+                Self::AlterPartitionReassignments(AlterPartitionReassignmentsResponse::default())
+            }
+            ApiKey::ListPartitionReassignments => {
+                Self::ListPartitionReassignments(ListPartitionReassignmentsResponse::default())
+            }
+            ApiKey::OffsetDelete => Self::OffsetDelete(OffsetDeleteResponse::default()),
+            ApiKey::DescribeClientQuotas => {
+                Self::DescribeClientQuotas(DescribeClientQuotasResponse::default())
+            }
+            ApiKey::AlterClientQuotas => {
+                Self::AlterClientQuotas(AlterClientQuotasResponse::default())
+            }
+            ApiKey::DescribeUserScramCredentials => {
+                Self::DescribeUserScramCredentials(DescribeUserScramCredentialsResponse::default())
+            }
+            ApiKey::AlterUserScramCredentials => {
+                Self::AlterUserScramCredentials(AlterUserScramCredentialsResponse::default())
+            }
+            ApiKey::DescribeQuorum => Self::DescribeQuorum(DescribeQuorumResponse::default()),
+            ApiKey::UpdateFeatures => Self::UpdateFeatures(UpdateFeaturesResponse::default()),
+            ApiKey::DescribeCluster => Self::DescribeCluster(DescribeClusterResponse::default()),
+            ApiKey::DescribeProducers => {
+                Self::DescribeProducers(DescribeProducersResponse::default())
+            }
+            ApiKey::UnregisterBroker => Self::UnregisterBroker(UnregisterBrokerResponse::default()),
+            ApiKey::DescribeTransactions => {
+                Self::DescribeTransactions(DescribeTransactionsResponse::default())
+            }
+            ApiKey::ListTransactions => Self::ListTransactions(ListTransactionsResponse::default()),
+            ApiKey::ConsumerGroupHeartbeat => {
+                Self::ConsumerGroupHeartbeat(ConsumerGroupHeartbeatResponse::default())
+            }
+            ApiKey::ConsumerGroupDescribe => {
+                Self::ConsumerGroupDescribe(ConsumerGroupDescribeResponse::default())
+            }
+            ApiKey::GetTelemetrySubscriptions => {
+                Self::GetTelemetrySubscriptions(GetTelemetrySubscriptionsResponse::default())
+            }
+            ApiKey::PushTelemetry => Self::PushTelemetry(PushTelemetryResponse::default()),
+            ApiKey::ListClientMetricsResources => {
+                Self::ListClientMetricsResources(ListClientMetricsResourcesResponse::default())
+            }
+            ApiKey::DescribeTopicPartitions => {
+                Self::DescribeTopicPartitions(DescribeTopicPartitionsResponse::default())
+            }
+            ApiKey::ShareGroupHeartbeat => {
+                Self::ShareGroupHeartbeat(ShareGroupHeartbeatResponse::default())
+            }
+            ApiKey::ShareGroupDescribe => {
+                Self::ShareGroupDescribe(ShareGroupDescribeResponse::default())
+            }
+            ApiKey::ShareFetch => Self::ShareFetch(ShareFetchResponse::default()),
+            ApiKey::ShareAcknowledge => Self::ShareAcknowledge(ShareAcknowledgeResponse::default()),
+            ApiKey::AddRaftVoter => Self::AddRaftVoter(AddRaftVoterResponse::default()),
+            ApiKey::RemoveRaftVoter => Self::RemoveRaftVoter(RemoveRaftVoterResponse::default()),
+            ApiKey::InitializeShareGroupState => {
+                Self::InitializeShareGroupState(InitializeShareGroupStateResponse::default())
+            }
+            ApiKey::ReadShareGroupState => {
+                Self::ReadShareGroupState(ReadShareGroupStateResponse::default())
+            }
+            ApiKey::WriteShareGroupState => {
+                Self::WriteShareGroupState(WriteShareGroupStateResponse::default())
+            }
+            ApiKey::DeleteShareGroupState => {
+                Self::DeleteShareGroupState(DeleteShareGroupStateResponse::default())
+            }
+            ApiKey::ReadShareGroupStateSummary => {
+                Self::ReadShareGroupStateSummary(ReadShareGroupStateSummaryResponse::default())
+            }
+        }
+    }
+
     /// Decodes the body of `api_key` in `version` (the header already read).
     pub fn decode(api_key: ApiKey, r: &mut Reader, version: i16) -> Result<Self, DecodeError> {
         Ok(match api_key {
@@ -2258,6 +2690,170 @@ impl ResponseBody {
             Self::WriteShareGroupState(m) => m.encoded_len(version),
             Self::DeleteShareGroupState(m) => m.encoded_len(version),
             Self::ReadShareGroupStateSummary(m) => m.encoded_len(version),
+        }
+    }
+}
+
+#[cfg(test)]
+impl ResponseBody {
+    /// A random body of `api_key`, valid in `version`.
+    pub(crate) fn arb(api_key: ApiKey, g: &mut crate::field::arb::Gen, version: i16) -> Self {
+        use crate::field::arb::Arb;
+        match api_key {
+            ApiKey::Produce => Self::Produce(ProduceResponse::arb(g, version)),
+            ApiKey::Fetch => Self::Fetch(FetchResponse::arb(g, version)),
+            ApiKey::ListOffsets => Self::ListOffsets(ListOffsetsResponse::arb(g, version)),
+            ApiKey::Metadata => Self::Metadata(MetadataResponse::arb(g, version)),
+            ApiKey::OffsetCommit => Self::OffsetCommit(OffsetCommitResponse::arb(g, version)),
+            ApiKey::OffsetFetch => Self::OffsetFetch(OffsetFetchResponse::arb(g, version)),
+            ApiKey::FindCoordinator => {
+                Self::FindCoordinator(FindCoordinatorResponse::arb(g, version))
+            }
+            ApiKey::JoinGroup => Self::JoinGroup(JoinGroupResponse::arb(g, version)),
+            ApiKey::Heartbeat => Self::Heartbeat(HeartbeatResponse::arb(g, version)),
+            ApiKey::LeaveGroup => Self::LeaveGroup(LeaveGroupResponse::arb(g, version)),
+            ApiKey::SyncGroup => Self::SyncGroup(SyncGroupResponse::arb(g, version)),
+            ApiKey::DescribeGroups => Self::DescribeGroups(DescribeGroupsResponse::arb(g, version)),
+            ApiKey::ListGroups => Self::ListGroups(ListGroupsResponse::arb(g, version)),
+            ApiKey::SaslHandshake => Self::SaslHandshake(SaslHandshakeResponse::arb(g, version)),
+            ApiKey::ApiVersions => Self::ApiVersions(ApiVersionsResponse::arb(g, version)),
+            ApiKey::CreateTopics => Self::CreateTopics(CreateTopicsResponse::arb(g, version)),
+            ApiKey::DeleteTopics => Self::DeleteTopics(DeleteTopicsResponse::arb(g, version)),
+            ApiKey::DeleteRecords => Self::DeleteRecords(DeleteRecordsResponse::arb(g, version)),
+            ApiKey::InitProducerId => Self::InitProducerId(InitProducerIdResponse::arb(g, version)),
+            ApiKey::OffsetForLeaderEpoch => {
+                Self::OffsetForLeaderEpoch(OffsetForLeaderEpochResponse::arb(g, version))
+            }
+            ApiKey::AddPartitionsToTxn => {
+                Self::AddPartitionsToTxn(AddPartitionsToTxnResponse::arb(g, version))
+            }
+            ApiKey::AddOffsetsToTxn => {
+                Self::AddOffsetsToTxn(AddOffsetsToTxnResponse::arb(g, version))
+            }
+            ApiKey::EndTxn => Self::EndTxn(EndTxnResponse::arb(g, version)),
+            ApiKey::WriteTxnMarkers => {
+                Self::WriteTxnMarkers(WriteTxnMarkersResponse::arb(g, version))
+            }
+            ApiKey::TxnOffsetCommit => {
+                Self::TxnOffsetCommit(TxnOffsetCommitResponse::arb(g, version))
+            }
+            ApiKey::DescribeAcls => Self::DescribeAcls(DescribeAclsResponse::arb(g, version)),
+            ApiKey::CreateAcls => Self::CreateAcls(CreateAclsResponse::arb(g, version)),
+            ApiKey::DeleteAcls => Self::DeleteAcls(DeleteAclsResponse::arb(g, version)),
+            ApiKey::DescribeConfigs => {
+                Self::DescribeConfigs(DescribeConfigsResponse::arb(g, version))
+            }
+            ApiKey::AlterConfigs => Self::AlterConfigs(AlterConfigsResponse::arb(g, version)),
+            ApiKey::AlterReplicaLogDirs => {
+                Self::AlterReplicaLogDirs(AlterReplicaLogDirsResponse::arb(g, version))
+            }
+            ApiKey::DescribeLogDirs => {
+                Self::DescribeLogDirs(DescribeLogDirsResponse::arb(g, version))
+            }
+            ApiKey::SaslAuthenticate => {
+                Self::SaslAuthenticate(SaslAuthenticateResponse::arb(g, version))
+            }
+            ApiKey::CreatePartitions => {
+                Self::CreatePartitions(CreatePartitionsResponse::arb(g, version))
+            }
+            ApiKey::CreateDelegationToken => {
+                Self::CreateDelegationToken(CreateDelegationTokenResponse::arb(g, version))
+            }
+            ApiKey::RenewDelegationToken => {
+                Self::RenewDelegationToken(RenewDelegationTokenResponse::arb(g, version))
+            }
+            ApiKey::ExpireDelegationToken => {
+                Self::ExpireDelegationToken(ExpireDelegationTokenResponse::arb(g, version))
+            }
+            ApiKey::DescribeDelegationToken => {
+                Self::DescribeDelegationToken(DescribeDelegationTokenResponse::arb(g, version))
+            }
+            ApiKey::DeleteGroups => Self::DeleteGroups(DeleteGroupsResponse::arb(g, version)),
+            ApiKey::ElectLeaders => Self::ElectLeaders(ElectLeadersResponse::arb(g, version)),
+            ApiKey::IncrementalAlterConfigs => {
+                Self::IncrementalAlterConfigs(IncrementalAlterConfigsResponse::arb(g, version))
+            }
+            ApiKey::AlterPartitionReassignments => Self::AlterPartitionReassignments(
+                AlterPartitionReassignmentsResponse::arb(g, version),
+            ),
+            ApiKey::ListPartitionReassignments => Self::ListPartitionReassignments(
+                ListPartitionReassignmentsResponse::arb(g, version),
+            ),
+            ApiKey::OffsetDelete => Self::OffsetDelete(OffsetDeleteResponse::arb(g, version)),
+            ApiKey::DescribeClientQuotas => {
+                Self::DescribeClientQuotas(DescribeClientQuotasResponse::arb(g, version))
+            }
+            ApiKey::AlterClientQuotas => {
+                Self::AlterClientQuotas(AlterClientQuotasResponse::arb(g, version))
+            }
+            ApiKey::DescribeUserScramCredentials => Self::DescribeUserScramCredentials(
+                DescribeUserScramCredentialsResponse::arb(g, version),
+            ),
+            ApiKey::AlterUserScramCredentials => {
+                Self::AlterUserScramCredentials(AlterUserScramCredentialsResponse::arb(g, version))
+            }
+            ApiKey::DescribeQuorum => Self::DescribeQuorum(DescribeQuorumResponse::arb(g, version)),
+            ApiKey::UpdateFeatures => Self::UpdateFeatures(UpdateFeaturesResponse::arb(g, version)),
+            ApiKey::DescribeCluster => {
+                Self::DescribeCluster(DescribeClusterResponse::arb(g, version))
+            }
+            ApiKey::DescribeProducers => {
+                Self::DescribeProducers(DescribeProducersResponse::arb(g, version))
+            }
+            ApiKey::UnregisterBroker => {
+                Self::UnregisterBroker(UnregisterBrokerResponse::arb(g, version))
+            }
+            ApiKey::DescribeTransactions => {
+                Self::DescribeTransactions(DescribeTransactionsResponse::arb(g, version))
+            }
+            ApiKey::ListTransactions => {
+                Self::ListTransactions(ListTransactionsResponse::arb(g, version))
+            }
+            ApiKey::ConsumerGroupHeartbeat => {
+                Self::ConsumerGroupHeartbeat(ConsumerGroupHeartbeatResponse::arb(g, version))
+            }
+            ApiKey::ConsumerGroupDescribe => {
+                Self::ConsumerGroupDescribe(ConsumerGroupDescribeResponse::arb(g, version))
+            }
+            ApiKey::GetTelemetrySubscriptions => {
+                Self::GetTelemetrySubscriptions(GetTelemetrySubscriptionsResponse::arb(g, version))
+            }
+            ApiKey::PushTelemetry => Self::PushTelemetry(PushTelemetryResponse::arb(g, version)),
+            ApiKey::ListClientMetricsResources => Self::ListClientMetricsResources(
+                ListClientMetricsResourcesResponse::arb(g, version),
+            ),
+            ApiKey::DescribeTopicPartitions => {
+                Self::DescribeTopicPartitions(DescribeTopicPartitionsResponse::arb(g, version))
+            }
+            ApiKey::ShareGroupHeartbeat => {
+                Self::ShareGroupHeartbeat(ShareGroupHeartbeatResponse::arb(g, version))
+            }
+            ApiKey::ShareGroupDescribe => {
+                Self::ShareGroupDescribe(ShareGroupDescribeResponse::arb(g, version))
+            }
+            ApiKey::ShareFetch => Self::ShareFetch(ShareFetchResponse::arb(g, version)),
+            ApiKey::ShareAcknowledge => {
+                Self::ShareAcknowledge(ShareAcknowledgeResponse::arb(g, version))
+            }
+            ApiKey::AddRaftVoter => Self::AddRaftVoter(AddRaftVoterResponse::arb(g, version)),
+            ApiKey::RemoveRaftVoter => {
+                Self::RemoveRaftVoter(RemoveRaftVoterResponse::arb(g, version))
+            }
+            ApiKey::InitializeShareGroupState => {
+                Self::InitializeShareGroupState(InitializeShareGroupStateResponse::arb(g, version))
+            }
+            ApiKey::ReadShareGroupState => {
+                Self::ReadShareGroupState(ReadShareGroupStateResponse::arb(g, version))
+            }
+            ApiKey::WriteShareGroupState => {
+                Self::WriteShareGroupState(WriteShareGroupStateResponse::arb(g, version))
+            }
+            ApiKey::DeleteShareGroupState => {
+                Self::DeleteShareGroupState(DeleteShareGroupStateResponse::arb(g, version))
+            }
+            ApiKey::ReadShareGroupStateSummary => Self::ReadShareGroupStateSummary(
+                ReadShareGroupStateSummaryResponse::arb(g, version),
+            ),
         }
     }
 }
@@ -3416,7 +4012,7 @@ impl crate::protocol::Response for ReadShareGroupStateSummaryResponse {
 
 /// A message name and its seeded round-trip check.
 #[cfg(test)]
-pub(crate) type RoundTrip = (&'static str, fn(u64));
+pub(crate) type RoundTrip = (&'static str, fn(u64, bool));
 
 /// Round-trip checks of every generated message, driven by a seed.
 #[cfg(test)]
