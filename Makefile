@@ -59,3 +59,8 @@ kcat:
 			echo "kcat missing and not root: install it (apt-get install kcat)" >&2; exit 1; \
 		fi; \
 	}
+
+# Short libFuzzer run of every fuzz/ target (FUZZ_SECONDS each, default 20); see the script.
+.PHONY: fuzz-smoke
+fuzz-smoke:
+	scripts/fuzz-smoke.sh

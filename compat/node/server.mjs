@@ -61,6 +61,17 @@ export class ConfluxServer {
   get http() { return this.addrs.http; }
   get httpUrl() { return `http://${this.addrs.http}`; }
 
+  // Addresses in the variables the seed examples read (CONFLUX_KAFKA, ...).
+  clientEnv() {
+    const forms = { kafka: (a) => a, amqp: (a) => `amqp://${a}`, nats: (a) => `nats://${a}`,
+      aws: (a) => `http://${a}`, registry: (a) => `http://${a}`, http: (a) => `http://${a}` };
+    const env = {};
+    for (const [p, form] of Object.entries(forms)) {
+      if (this.addrs[p]) env[`CONFLUX_${p.toUpperCase()}`] = form(this.addrs[p]);
+    }
+    return env;
+  }
+
   command() {
     const args = ['serve', '--data-dir', this.dataDir];
     for (const p of PROTOCOLS) args.push(`--${p}-listen`, this.addrs[p] ?? '127.0.0.1:0');

@@ -12,10 +12,14 @@ import os
 import pathlib
 import signal
 import subprocess
+import sys
 import time
 import urllib.request
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
+# The design guide's examples (acceptance checks), in the shared folder beside the checkout.
+SEED_EXAMPLES = REPO.parent / "shared" / "seed-examples"
+NODE_MODULES = REPO / "compat" / "node" / "node_modules"
 PROTOCOLS = ("kafka", "amqp", "nats", "aws", "registry", "http")
 START_TIMEOUT_S = 30.0
 # Above the server's default shutdown_timeout_ms (10 s), so a slow drain is seen as such.
@@ -78,6 +82,22 @@ class ConfluxServer:
     @property
     def http_url(self) -> str:
         return f"http://{self.http}"
+
+    def client_env(self) -> dict[str, str]:
+        """Addresses in the variables the seed examples read (CONFLUX_KAFKA, ...)."""
+        forms = {
+            "kafka": "{}",
+            "amqp": "amqp://{}",
+            "nats": "nats://{}",
+            "aws": "http://{}",
+            "registry": "http://{}",
+            "http": "http://{}",
+        }
+        return {
+            f"CONFLUX_{protocol.upper()}": form.format(self.addrs[protocol])
+            for protocol, form in forms.items()
+            if protocol in self.addrs
+        }
 
     @property
     def pid(self) -> int | None:
@@ -178,3 +198,22 @@ class ConfluxServer:
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:])
+
+
+def run_seed_example(
+    server: ConfluxServer, name: str, timeout_s: float = 120
+) -> subprocess.CompletedProcess:
+    """Runs shared/seed-examples/NAME unmodified against `server`; returns the result.
+
+    Python examples run with this venv's interpreter, JavaScript ones with node and the
+    pinned packages of compat/node. Callers assert `returncode == 0`.
+    """
+    script = SEED_EXAMPLES / name
+    if script.suffix == ".py":
+        cmd = [sys.executable, str(script)]
+    else:
+        cmd = ["node", str(script)]
+    env = clean_env({**server.client_env(), "NODE_PATH": str(NODE_MODULES)})
+    return subprocess.run(
+        cmd, env=env, capture_output=True, text=True, timeout=timeout_s, cwd=script.parent
+    )

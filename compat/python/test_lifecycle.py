@@ -159,3 +159,14 @@ def test_log_level_from_env(conflux_bin, tmp_path, variable):
     finally:
         assert server.stop() == 0
     assert " INFO " not in server.log_text()
+
+
+def test_client_address_variables_are_not_config_errors(conflux, conflux_bin, tmp_path):
+    # Users export CONFLUX_KAFKA etc. for the example scripts in the shell they start from.
+    env = conflux.client_env()
+    assert env["CONFLUX_HTTP"] == conflux.http_url
+    server = ConfluxServer(conflux_bin, tmp_path / "data", tmp_path / "conflux.log", env=env)
+    try:
+        server.start()
+    finally:
+        assert server.stop() == 0

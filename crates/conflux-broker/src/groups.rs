@@ -316,13 +316,15 @@ impl Group {
         if self.leader.as_deref() == Some(member_id) {
             self.leader = None;
         }
+        if self.members.is_empty() {
+            // Nobody left to rebalance: the group becomes Empty (under a new generation).
+            self.complete_join();
+            return;
+        }
         match self.state {
             GroupState::Stable | GroupState::CompletingRebalance => self.prepare_rebalance(now),
             GroupState::PreparingRebalance if self.all_joined() => self.complete_join(),
             _ => {}
-        }
-        if self.members.is_empty() && self.state != GroupState::PreparingRebalance {
-            self.state = GroupState::Empty;
         }
     }
 
@@ -400,7 +402,7 @@ impl GroupCoordinator {
                 .or_insert_with(Group::new);
             match self.join_locked(group, req) {
                 Ok(rx) => rx,
-                Err(resp) => return resp,
+                Err(resp) => return *resp,
             }
         };
         rx.await.unwrap_or_else(|_| {
@@ -412,22 +414,22 @@ impl GroupCoordinator {
         &self,
         group: &mut Group,
         req: JoinRequest,
-    ) -> Result<oneshot::Receiver<JoinResponse>, JoinResponse> {
+    ) -> Result<oneshot::Receiver<JoinResponse>, Box<JoinResponse>> {
         let now = Instant::now();
         if group.state != GroupState::Empty
             && !group.members.is_empty()
             && group.protocol_type != req.protocol_type
         {
-            return Err(JoinResponse::error(
+            return Err(Box::new(JoinResponse::error(
                 GroupError::InconsistentGroupProtocol,
                 req.member_id,
-            ));
+            )));
         }
         if req.protocols.is_empty() {
-            return Err(JoinResponse::error(
+            return Err(Box::new(JoinResponse::error(
                 GroupError::InconsistentGroupProtocol,
                 req.member_id,
-            ));
+            )));
         }
         let mut member_id = req.member_id.clone();
         if member_id.is_empty() {
@@ -444,19 +446,25 @@ impl GroupCoordinator {
                         member_id.clone(),
                         now + Duration::from_millis(req.session_timeout_ms as u64),
                     );
-                    return Err(JoinResponse::error(GroupError::MemberIdRequired, member_id));
+                    return Err(Box::new(JoinResponse::error(
+                        GroupError::MemberIdRequired,
+                        member_id,
+                    )));
                 }
             }
         } else if !group.members.contains_key(&member_id)
             && group.pending.remove(&member_id).is_none()
         {
-            return Err(JoinResponse::error(GroupError::UnknownMemberId, member_id));
+            return Err(Box::new(JoinResponse::error(
+                GroupError::UnknownMemberId,
+                member_id,
+            )));
         }
         if !group.members.contains_key(&member_id) && group.members.len() >= MEMBERS_PER_GROUP_MAX {
-            return Err(JoinResponse::error(
+            return Err(Box::new(JoinResponse::error(
                 GroupError::GroupMaxSizeReached,
                 member_id,
-            ));
+            )));
         }
         let (tx, rx) = oneshot::channel();
         let protocols_changed = group

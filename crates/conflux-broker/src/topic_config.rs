@@ -167,7 +167,9 @@ impl TopicConfig {
     /// Translates into the partition log's settings.
     pub fn log_config(&self) -> conflux_log::LogConfig {
         use conflux_log::{CleanupPolicy, FlushPolicy, LogConfig, TimestampType};
-        let mut cfg = LogConfig::default();
+        let mut cfg = LogConfig {
+            ..Default::default()
+        };
         cfg.segment_size_bytes_max = self.get_i64("segment.bytes").max(14) as u64;
         cfg.segment_age_ms_max = Some(self.get_i64("segment.ms").max(1) as u64);
         cfg.retention_ms = Some(self.get_i64("retention.ms")).filter(|v| *v >= 0);

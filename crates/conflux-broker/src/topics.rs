@@ -235,22 +235,6 @@ pub(crate) fn open_topic(
 /// Overrides as stored in the metadata log.
 pub type ConfigOverrides = BTreeMap<String, String>;
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn topic_names_follow_kafka_rules() {
-        assert!(validate_topic_name("orders.order-created_v1").is_ok());
-        for bad in ["", ".", "..", "has space", "ünicode", &"x".repeat(250)] {
-            assert!(
-                validate_topic_name(bad).is_err(),
-                "{bad:?} should be rejected"
-            );
-        }
-    }
-}
-
 /// Replays batch headers from the start of the active segment into fresh producer state.
 fn rebuild_producer_state(log: &PartitionLog) -> ProducerStates {
     let mut states = ProducerStates::default();
@@ -269,4 +253,20 @@ fn rebuild_producer_state(log: &PartitionLog) -> ProducerStates {
         }
     }
     states
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_kafka_rules() {
+        assert!(validate_topic_name("orders.order-created_v1").is_ok());
+        for bad in ["", ".", "..", "has space", "ünicode", &"x".repeat(250)] {
+            assert!(
+                validate_topic_name(bad).is_err(),
+                "{bad:?} should be rejected"
+            );
+        }
+    }
 }

@@ -30,6 +30,9 @@ use conflux_wire::generated::{
 
 use crate::{error_code, KafkaContext};
 
+/// A resource to alter: (resource type, name, [(config key, operation, value)]).
+type AlterTarget = (i8, String, Vec<(String, i8, Option<String>)>);
+
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
 
@@ -427,7 +430,7 @@ fn broker_configs(ctx: &KafkaContext) -> Vec<(&'static str, String, i8)> {
 /// Applies AlterConfigs (replace all overrides) or IncrementalAlterConfigs (per-key ops).
 async fn alter(
     ctx: &Arc<KafkaContext>,
-    resources: Vec<(i8, String, Vec<(String, i8, Option<String>)>)>,
+    resources: Vec<AlterTarget>,
     incremental: bool,
     validate_only: bool,
 ) -> Vec<(i8, String, i16, Option<String>)> {

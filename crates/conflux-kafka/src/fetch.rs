@@ -14,6 +14,15 @@ use conflux_wire::generated::{FetchRequest, FetchResponse};
 
 use crate::{error_code, KafkaContext};
 
+/// Requested topics resolved against the broker, and the partitions wanted from each.
+type Resolved = (Vec<Option<Arc<Topic>>>, Vec<(FetchTopic, Vec<Wanted>)>);
+/// One topic's reads: the topic, its request entry, and (partition, offset, max bytes, slot).
+type ReadPlan = (
+    Option<Arc<Topic>>,
+    FetchTopic,
+    Vec<(i32, i64, usize, usize)>,
+);
+
 /// One partition to read, resolved against the broker.
 struct Wanted {
     topic_slot: usize,
@@ -108,11 +117,7 @@ async fn wait_for_append(
 }
 
 /// Resolves requested topics (by name, or by id from v13) to broker topics.
-fn resolve(
-    ctx: &KafkaContext,
-    req: &[FetchTopic],
-    version: i16,
-) -> (Vec<Option<Arc<Topic>>>, Vec<(FetchTopic, Vec<Wanted>)>) {
+fn resolve(ctx: &KafkaContext, req: &[FetchTopic], version: i16) -> Resolved {
     let mut topics = Vec::with_capacity(req.len());
     let mut wanted = Vec::with_capacity(req.len());
     for (slot, t) in req.iter().enumerate() {
@@ -145,11 +150,7 @@ async fn read_all(
     max_bytes: usize,
     version: i16,
 ) -> Vec<FetchableTopicResponse> {
-    let plan: Vec<(
-        Option<Arc<Topic>>,
-        FetchTopic,
-        Vec<(i32, i64, usize, usize)>,
-    )> = wanted
+    let plan: Vec<ReadPlan> = wanted
         .iter()
         .map(|(t, parts)| {
             let topic = parts.first().and_then(|w| topics[w.topic_slot].clone());

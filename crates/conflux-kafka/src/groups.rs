@@ -36,6 +36,9 @@ use crate::{error_code, KafkaContext};
 
 const OFFSET_METADATA_TOO_LARGE: i16 = 12;
 
+/// Committed offsets (or none) per partition, grouped by topic.
+type TopicOffsets = Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>;
+
 /// Who sent a request (for DescribeGroups' client id and host).
 #[derive(Debug, Clone)]
 pub struct ClientInfo {
@@ -467,7 +470,7 @@ fn fetch_group(
     ctx: &KafkaContext,
     group: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
-) -> Vec<(String, Vec<(i32, Option<CommittedOffset>)>)> {
+) -> TopicOffsets {
     match topics {
         Some(ts) => ts
             .into_iter()
@@ -480,7 +483,7 @@ fn fetch_group(
             })
             .collect(),
         None => {
-            let mut out: Vec<(String, Vec<(i32, Option<CommittedOffset>)>)> = Vec::new();
+            let mut out: TopicOffsets = Vec::new();
             for (topic, partition, c) in ctx.broker.offsets.fetch_all(group) {
                 match out.last_mut() {
                     Some((t, ps)) if *t == topic => ps.push((partition, Some(c))),
@@ -609,14 +612,12 @@ pub async fn offset_delete(ctx: &KafkaContext, req: OffsetDeleteRequest) -> Offs
                     OffsetDeleteResponsePartition {
                         partition_index: p.partition_index,
                         error_code: code,
-                        ..Default::default()
                     }
                 })
                 .collect();
             OffsetDeleteResponseTopic {
                 name: t.name,
                 partitions,
-                ..Default::default()
             }
         })
         .collect();

@@ -170,6 +170,15 @@ impl PartitionLog {
         if self.is_poisoned() {
             return Err(LogError::Poisoned);
         }
+        if self
+            .latest_epoch()
+            .is_some_and(|latest| leader_epoch < latest)
+        {
+            return Err(LogError::FencedLeaderEpoch {
+                epoch: leader_epoch,
+                latest: self.latest_epoch().unwrap_or(-1),
+            });
+        }
         let (data, headers) = validate(batches)?;
         let (reply, rx) = oneshot::channel();
         self.inner.enqueue(AppendRequest {

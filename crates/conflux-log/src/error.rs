@@ -32,6 +32,10 @@ pub enum LogError {
     /// The client sent a malformed batch (bad CRC, bad length, old magic). Nothing was stored.
     #[error("invalid record batch: {0}")]
     InvalidBatch(#[from] DecodeError),
+    /// An append carried a leader epoch older than one already in the log (a stale leader).
+    /// Kafka answers FENCED_LEADER_EPOCH.
+    #[error("leader epoch {epoch} is older than the log's latest epoch {latest}")]
+    FencedLeaderEpoch { epoch: i32, latest: i32 },
     /// An argument was outside what the operation accepts (e.g. a truncation above the end).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

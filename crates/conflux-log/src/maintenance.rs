@@ -39,21 +39,28 @@ impl Inner {
         mut doomed: impl FnMut(&Segment) -> bool,
     ) -> Result<RetentionReport, LogError> {
         let mut report = RetentionReport::default();
-        let victims: Vec<Arc<Segment>> = {
+        let (victims, next_base) = {
             let segments = self.segments.read();
             let closed = segments.len().saturating_sub(1);
-            segments
+            let victims: Vec<Arc<Segment>> = segments
                 .values()
                 .take(closed)
                 .take_while(|s| doomed(s))
                 .cloned()
-                .collect()
+                .collect();
+            let next_base = segments.values().nth(victims.len()).map(|s| s.base_offset);
+            (
+                victims,
+                next_base.expect("the active segment is never a victim"),
+            )
         };
-        let Some(last) = victims.last() else {
+        if victims.is_empty() {
             report.log_start_offset = self.log_start.load(Ordering::Acquire);
             return Ok(report);
-        };
-        report.log_start_offset = self.advance_log_start(last.next_offset())?;
+        }
+        // The log now starts where the first remaining segment does: offsets in between were
+        // in the deleted segments (or compacted away), and reopening derives the same start.
+        report.log_start_offset = self.advance_log_start(next_base)?;
         {
             let mut segments = self.segments.write();
             for v in &victims {
@@ -80,7 +87,8 @@ impl Inner {
 
 impl PartitionLog {
     /// Kafka DeleteRecords: makes `offset` the new log start (if higher), deleting segments
-    /// wholly below it. `offset` may not pass the high watermark. Returns the log start.
+    /// wholly below it. `offset` may not pass the high watermark. Returns the new log start,
+    /// which is above `offset` when the offsets in between no longer exist (compacted away).
     pub fn delete_records_before(&self, offset: i64) -> Result<i64, LogError> {
         self.inner.check_open()?;
         let _m = self.inner.maintenance.lock();
@@ -93,8 +101,11 @@ impl PartitionLog {
             });
         }
         let start = self.inner.advance_log_start(offset)?;
-        self.inner.delete_prefix(|s| s.next_offset() <= start)?;
-        Ok(start)
+        Ok(self
+            .inner
+            .delete_prefix(|s| s.next_offset() <= start)?
+            .log_start_offset
+            .max(start))
     }
 
     /// Deletes closed segments past `retention.ms` (by their newest timestamp) or beyond

@@ -135,7 +135,7 @@ impl Segment {
             visit(b);
         })?;
         if let ScanEnd::Invalid { position, reason } = end {
-            if !allow_truncate || valid_batch_after(&file, position, len, meta.next_offset)? {
+            if !allow_truncate || valid_batch_after(&file, position, len)? {
                 return Err(LogError::corrupt(path, position, reason));
             }
             tracing::warn!(segment = %path.display(), position, dropped_bytes = len - position, %reason,
@@ -332,8 +332,8 @@ impl Segment {
 }
 
 /// Scans `[start, end)` batch by batch, calling `visit` for every valid batch. Stops at the first
-/// invalid one. `base_offset` is the segment's base: batches below it, or going backwards, are
-/// invalid.
+/// invalid one. The CRC does not cover base offset and leader epoch, so those are checked by
+/// order: offsets strictly increase from the segment's base, epochs never decrease.
 pub(crate) fn scan(
     file: &File,
     path: &Path,
@@ -348,6 +348,7 @@ pub(crate) fn scan(
     let mut buf_start = start;
     let mut position = start;
     let mut min_offset = base_offset;
+    let mut min_epoch = i32::MIN;
     while position < end {
         let remaining = end - position;
         if !covers(
@@ -390,6 +391,15 @@ pub(crate) fn scan(
                 reason: format!("batch offset {} out of order", header.base_offset),
             });
         }
+        if header.partition_leader_epoch < min_epoch {
+            return Ok(ScanEnd::Invalid {
+                position,
+                reason: format!(
+                    "leader epoch {} goes backwards",
+                    header.partition_leader_epoch
+                ),
+            });
+        }
         if verify_crc {
             if !covers(buf_start, buf.len(), position, size) {
                 buf = read_chunk(file, position, (size as usize).max(SCAN_CHUNK_BYTES), end)?;
@@ -405,6 +415,7 @@ pub(crate) fn scan(
         }
         visit(&ScannedBatch { position, header });
         min_offset = header.last_offset() + 1;
+        min_epoch = header.partition_leader_epoch;
         position += size;
     }
     Ok(ScanEnd::Clean)
@@ -422,13 +433,10 @@ fn read_chunk(file: &File, position: u64, len: usize, end: u64) -> Result<Vec<u8
 }
 
 /// Is there any CRC-valid batch starting anywhere after the damaged byte `position`? If so the
-/// damage is not a torn tail but corruption in the middle of the log.
-fn valid_batch_after(
-    file: &File,
-    position: u64,
-    len: u64,
-    min_offset: i64,
-) -> Result<bool, LogError> {
+/// damage is not a torn tail but corruption in the middle of the log. (Nothing is ever written
+/// past a batch that is not yet complete, and truncations cut the file, so stale batches cannot
+/// lie beyond a genuinely torn tail.)
+fn valid_batch_after(file: &File, position: u64, len: u64) -> Result<bool, LogError> {
     if len - position > TORN_TAIL_SEARCH_BYTES_MAX {
         return Ok(true);
     }
@@ -441,7 +449,7 @@ fn valid_batch_after(
         let Ok(h) = BatchHeader::parse(&rest[start..]) else {
             continue;
         };
-        if h.base_offset < min_offset || h.size_bytes() > rest.len() - start {
+        if h.size_bytes() > rest.len() - start {
             continue;
         }
         if batch::verify_crc(&rest[start..start + h.size_bytes()]).is_ok() {

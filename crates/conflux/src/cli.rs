@@ -10,6 +10,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{Config, ConfigError, LogFormat};
 
+/// Read from the working directory when `--config` is not given.
+const DEFAULT_CONFIG_FILE: &str = "conflux.toml";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "conflux",
@@ -40,7 +43,8 @@ pub enum Protocol {
 
 #[derive(Debug, Default, Args)]
 pub struct ServeArgs {
-    /// Config file (TOML). Without it, every key takes its default.
+    /// Config file (TOML). Default: `conflux.toml` in the working directory if it exists,
+    /// otherwise every key takes its default.
     #[arg(long, short = 'c', value_name = "FILE", env = "CONFLUX_CONFIG")]
     pub config: Option<PathBuf>,
     /// Overrides `server.data_dir`.
@@ -90,11 +94,19 @@ impl ServeArgs {
     where
         I: IntoIterator<Item = (String, String)>,
     {
-        let mut config = Config::from_file(self.config.as_deref())?;
+        let mut config = Config::from_file(self.config_path().as_deref())?;
         config.apply_env(vars)?;
         self.apply_flags(&mut config);
         config.validate()?;
         Ok(config)
+    }
+
+    /// The config file to read: `--config`, else `./conflux.toml` when present.
+    pub fn config_path(&self) -> Option<PathBuf> {
+        let implicit = PathBuf::from(DEFAULT_CONFIG_FILE);
+        self.config
+            .clone()
+            .or_else(|| implicit.is_file().then_some(implicit))
     }
 
     fn apply_flags(&self, config: &mut Config) {

@@ -20,9 +20,20 @@ const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 /// Prefix of every environment variable that overrides a config key.
 pub const ENV_PREFIX: &str = "CONFLUX_";
 
-/// Environment variables that start with [`ENV_PREFIX`] but are not config keys: they are
-/// read elsewhere, so they must not be rejected as unknown.
-const ENV_NOT_KEYS: &[&str] = &["CONFLUX_CONFIG", "CONFLUX_BIN"];
+/// Environment variables that start with [`ENV_PREFIX`] but are not config keys, so they
+/// must not be rejected as unknown: `CONFLUX_CONFIG` (the `--config` flag), `CONFLUX_BIN`
+/// (the test harness), and the client-side addresses that the design guide's examples
+/// (`shared/seed-examples`) read, which users export in the shell they start the node from.
+const ENV_NOT_KEYS: &[&str] = &[
+    "CONFLUX_CONFIG",
+    "CONFLUX_BIN",
+    "CONFLUX_KAFKA",
+    "CONFLUX_AMQP",
+    "CONFLUX_NATS",
+    "CONFLUX_AWS",
+    "CONFLUX_REGISTRY",
+    "CONFLUX_HTTP",
+];
 
 /// The whole node configuration.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

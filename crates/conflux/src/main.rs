@@ -27,6 +27,10 @@ fn main() -> ExitCode {
                 }
             };
             logging::init(&config.server);
+            match args.config_path() {
+                Some(path) => tracing::info!(file = %path.display(), "configuration loaded"),
+                None => tracing::info!("no config file; using defaults, environment and flags"),
+            }
             match serve::run(config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

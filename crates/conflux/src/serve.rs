@@ -67,6 +67,8 @@ async fn serve(config: Arc<Config>) -> Result<(), ServeError> {
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
 
+    // Storage and broker state are opened before any listener is bound, so that recovery
+    // has finished when clients can connect.
     let broker = open_broker(&config).await?;
     tokio::spawn(
         broker

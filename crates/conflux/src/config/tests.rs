@@ -103,7 +103,11 @@ fn unknown_env_var_is_rejected_by_name() {
     }
     // Variables read elsewhere are not config keys and not errors.
     config
-        .apply_env(env(&[("CONFLUX_CONFIG", "x.toml"), ("CONFLUX_BIN", "/x")]))
+        .apply_env(env(&[
+            ("CONFLUX_CONFIG", "x.toml"),
+            ("CONFLUX_BIN", "/x"),
+            ("CONFLUX_KAFKA", "localhost:9092"),
+        ]))
         .unwrap();
 }
 
