@@ -338,6 +338,10 @@ impl Inner {
         if self.poisoned.load(Ordering::Acquire) {
             return Err(LogError::Poisoned);
         }
+        if self.fail_next_sync.swap(false, Ordering::AcqRel) {
+            let injected = std::io::Error::other("injected fsync failure");
+            return Err(self.poison("fdatasync", LogError::Io(injected)));
+        }
         for segment in &w.dirty {
             if let Err(e) = segment.sync() {
                 return Err(self.poison("fdatasync", LogError::Io(e)));

@@ -66,6 +66,8 @@ pub(crate) struct Inner {
     pub maintenance: Mutex<MaintenanceState>,
     pub unflushed_messages: AtomicU64,
     pub last_flush_ms: AtomicI64,
+    /// Fault injection for tests: the next fsync fails as if the disk had reported EIO.
+    pub fail_next_sync: AtomicBool,
 }
 
 /// State kept by the maintenance operations between runs.
@@ -159,6 +161,12 @@ impl PartitionLog {
     }
     pub fn is_poisoned(&self) -> bool {
         self.inner.poisoned.load(Ordering::Acquire)
+    }
+
+    /// Test hook: makes the next fsync fail (as with EIO), to exercise poisoning.
+    #[doc(hidden)]
+    pub fn inject_fsync_failure(&self) {
+        self.inner.fail_next_sync.store(true, Ordering::Release);
     }
 
     /// Sets the high watermark explicitly (clamped to `[log_start, log_end]`) and stops it

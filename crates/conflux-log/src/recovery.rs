@@ -115,6 +115,7 @@ pub(crate) fn open(dir: &Path, config: LogConfig) -> Result<PartitionLog, LogErr
         }),
         unflushed_messages: AtomicU64::new(0),
         last_flush_ms: AtomicI64::new(now),
+        fail_next_sync: AtomicBool::new(false),
     });
     register_for_interval_flush(&inner);
     Ok(PartitionLog { inner })
