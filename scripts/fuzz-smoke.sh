@@ -30,7 +30,7 @@ targets="${FUZZ_TARGETS:-$(cargo fuzz list)}"
 # Seed corpora from the real-client fixtures, so that the fuzzer starts from valid batches and
 # valid compressed payloads instead of having to discover the formats.
 fixtures="$root/crates/conflux-wire/tests/fixtures/records"
-mkdir -p corpus/record_batch corpus/decompress
+mkdir -p corpus/record_batch corpus/decompress corpus/decode_request
 cp -n "$fixtures"/*.bin corpus/record_batch/ 2>/dev/null || true
 python3 - "$fixtures" corpus/decompress <<'PY'
 import pathlib, sys
@@ -40,6 +40,11 @@ for path in fixtures.glob("*.bin"):
     codec = batch[22] & 7  # low attribute bits; the records start after the 61-byte header
     (out / path.name).write_bytes(bytes([codec]) + batch[61:])
 PY
+# Request frames captured from real clients (hex, without the size prefix).
+for hex in "$root"/crates/conflux-wire/tests/fixtures/*.hex; do
+    python3 -c 'import sys; open(sys.argv[2], "wb").write(bytes.fromhex("".join(open(sys.argv[1]).read().split())))' \
+        "$hex" "corpus/decode_request/$(basename "$hex" .hex)"
+done
 
 cargo fuzz build
 for target in $targets; do
