@@ -6,6 +6,7 @@ them back with assign(). Prints msgs/s, MB/s and produce latency percentiles (en
 delivery report). A measuring tool, not a test: nothing is asserted about speed.
 
     .venv/bin/python scripts/kafka_perf.py --bootstrap 127.0.0.1:PORT --partitions 1 16
+    .venv/bin/python scripts/kafka_perf.py --bootstrap 127.0.0.1:PORT --rate 2000 --count 20000
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[i]
 
 
-def run(bootstrap: str, partitions: int, count: int, size: int, codec: str) -> None:
+def run(bootstrap: str, partitions: int, count: int, size: int, codec: str, rate: float) -> None:
     topic = f"perf-{partitions}p-{uuid.uuid4().hex[:8]}"
-    AdminClient({"bootstrap.servers": bootstrap}).create_topics(
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # must outlive the future
+    admin.create_topics(
         [NewTopic(topic, num_partitions=partitions, replication_factor=1)]
     )[topic].result(timeout=30)
 
@@ -48,6 +50,10 @@ def run(bootstrap: str, partitions: int, count: int, size: int, codec: str) -> N
 
     started = time.perf_counter()
     for i in range(count):
+        if rate > 0:  # paced: latency without queueing behind a saturated pipeline
+            ahead = started + i / rate - time.perf_counter()
+            if ahead > 0:
+                p.poll(ahead)
         t0 = time.perf_counter()
         while True:
             try:
@@ -85,7 +91,8 @@ def run(bootstrap: str, partitions: int, count: int, size: int, codec: str) -> N
     lat = sorted(x * 1000 for x in latencies)
     mb = count * size / 1e6
     print(
-        f"partitions={partitions} msgs={count} size={size}B codec={codec} acks=all\n"
+        f"partitions={partitions} msgs={count} size={size}B codec={codec} acks=all "
+        f"rate={'max' if rate <= 0 else f'{rate:.0f}/s'}\n"
         f"  produce: {count / produce_s:,.0f} msgs/s  {mb / produce_s:,.1f} MB/s  "
         f"latency ms p50={percentile(lat, 50):.1f} p95={percentile(lat, 95):.1f} "
         f"p99={percentile(lat, 99):.1f} max={lat[-1]:.1f}\n"
@@ -101,9 +108,10 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=200_000)
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--codec", default="none")
+    ap.add_argument("--rate", type=float, default=0, help="msgs/s to pace at; 0 = flat out")
     args = ap.parse_args()
     for partitions in args.partitions:
-        run(args.bootstrap, partitions, args.count, args.size, args.codec)
+        run(args.bootstrap, partitions, args.count, args.size, args.codec, args.rate)
 
 
 if __name__ == "__main__":

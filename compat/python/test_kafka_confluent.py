@@ -230,6 +230,9 @@ def test_describe_and_alter_configs(conflux):
     assert cfg["cleanup.policy"].value == "delete"
     assert cfg["cleanup.policy"].is_default
     assert cfg["max.message.bytes"].value.isdigit()
+    # librdkafka asks for synonyms: the most specific one comes first and is the value in force.
+    synonyms = list(cfg["retention.ms"].synonyms.values())
+    assert synonyms and synonyms[0].name == "retention.ms" and synonyms[0].value == "123456"
 
     # Incremental: set one, delete another back to its default.
     res = ConfigResource(

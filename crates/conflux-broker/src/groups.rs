@@ -408,6 +408,8 @@ impl GroupCoordinator {
         })
     }
 
+    // The error is the complete JoinGroup answer, built once and sent as is.
+    #[allow(clippy::result_large_err)]
     fn join_locked(
         &self,
         group: &mut Group,

@@ -323,6 +323,26 @@ pub(crate) fn open_topic(
 /// Overrides as stored in the metadata log.
 pub type ConfigOverrides = BTreeMap<String, String>;
 
+/// Replays batch headers from the start of the active segment into fresh producer state.
+fn rebuild_producer_state(log: &PartitionLog) -> ProducerStates {
+    let mut states = ProducerStates::default();
+    let mut next = log.active_segment_base_offset().max(log.log_start_offset());
+    while next < log.log_end_offset() {
+        let Ok(read) = log.read(next, 4 * 1024 * 1024) else {
+            break;
+        };
+        let mut chunk = read.records;
+        if chunk.is_empty() {
+            break;
+        }
+        while let Ok(Some((h, _))) = conflux_wire::batch::split_batch(&mut chunk) {
+            states.record(&h, h.base_offset, h.max_timestamp);
+            next = h.last_offset() + 1;
+        }
+    }
+    states
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,24 +432,4 @@ mod tests {
             );
         }
     }
-}
-
-/// Replays batch headers from the start of the active segment into fresh producer state.
-fn rebuild_producer_state(log: &PartitionLog) -> ProducerStates {
-    let mut states = ProducerStates::default();
-    let mut next = log.active_segment_base_offset().max(log.log_start_offset());
-    while next < log.log_end_offset() {
-        let Ok(read) = log.read(next, 4 * 1024 * 1024) else {
-            break;
-        };
-        let mut chunk = read.records;
-        if chunk.is_empty() {
-            break;
-        }
-        while let Ok(Some((h, _))) = conflux_wire::batch::split_batch(&mut chunk) {
-            states.record(&h, h.base_offset, h.max_timestamp);
-            next = h.last_offset() + 1;
-        }
-    }
-    states
 }

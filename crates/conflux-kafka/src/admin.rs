@@ -425,6 +425,7 @@ fn broker_configs(ctx: &KafkaContext) -> Vec<(&'static str, String, i8)> {
 }
 
 /// Applies AlterConfigs (replace all overrides) or IncrementalAlterConfigs (per-key ops).
+#[allow(clippy::type_complexity)]
 async fn alter(
     ctx: &Arc<KafkaContext>,
     resources: Vec<(i8, String, Vec<(String, i8, Option<String>)>)>,

@@ -108,6 +108,7 @@ async fn wait_for_append(
 }
 
 /// Resolves requested topics (by name, or by id from v13) to broker topics.
+#[allow(clippy::type_complexity)]
 fn resolve(
     ctx: &KafkaContext,
     req: &[FetchTopic],
@@ -139,6 +140,7 @@ fn resolve(
 
 /// Reads every wanted partition once, honouring the response-level byte budget (the first
 /// non-empty partition always gets at least one whole batch, as Kafka clients expect).
+#[allow(clippy::type_complexity)]
 async fn read_all(
     topics: &[Option<Arc<Topic>>],
     wanted: &[(FetchTopic, Vec<Wanted>)],

@@ -463,6 +463,7 @@ pub async fn offset_commit(
 }
 
 /// Committed offsets for the requested partitions (all committed ones when `None`).
+#[allow(clippy::type_complexity)]
 fn fetch_group(
     ctx: &KafkaContext,
     group: &str,
@@ -609,14 +610,12 @@ pub async fn offset_delete(ctx: &KafkaContext, req: OffsetDeleteRequest) -> Offs
                     OffsetDeleteResponsePartition {
                         partition_index: p.partition_index,
                         error_code: code,
-                        ..Default::default()
                     }
                 })
                 .collect();
             OffsetDeleteResponseTopic {
                 name: t.name,
                 partitions,
-                ..Default::default()
             }
         })
         .collect();
