@@ -168,10 +168,10 @@ impl TopicConfig {
     pub fn log_config(&self) -> conflux_log::LogConfig {
         use conflux_log::{CleanupPolicy, FlushPolicy, LogConfig, TimestampType};
         let mut cfg = LogConfig {
-            ..Default::default()
+            segment_size_bytes_max: self.get_i64("segment.bytes").max(14) as u64,
+            segment_age_ms_max: Some(self.get_i64("segment.ms").max(1) as u64),
+            ..LogConfig::default()
         };
-        cfg.segment_size_bytes_max = self.get_i64("segment.bytes").max(14) as u64;
-        cfg.segment_age_ms_max = Some(self.get_i64("segment.ms").max(1) as u64);
         cfg.retention_ms = Some(self.get_i64("retention.ms")).filter(|v| *v >= 0);
         cfg.retention_bytes = Some(self.get_i64("retention.bytes"))
             .filter(|v| *v >= 0)

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use conflux_log::{AppendInfo, PartitionLog};
 use parking_lot::RwLock;
 
@@ -13,6 +13,9 @@ use crate::error::{BrokerError, Result};
 use crate::producers::{ProducerStates, SequenceCheck};
 use crate::topic_config::TopicConfig;
 use conflux_wire::batch::BatchHeader;
+use conflux_wire::codec::DecodeError;
+use conflux_wire::compression::Compression;
+use conflux_wire::records::{recompress, record_iter};
 
 /// Kafka's limit on topic name length.
 pub const TOPIC_NAME_LEN_MAX: usize = 249;
@@ -120,8 +123,25 @@ impl Topic {
         let partition = self.partition(index).ok_or_else(|| {
             BrokerError::UnknownTopicOrPartition(format!("{}-{index}", self.name))
         })?;
-        let limit_bytes = self.config.read().max_message_bytes();
+        let (limit_bytes, compression_type) = {
+            let config = self.config.read();
+            (config.max_message_bytes(), config.compression_type())
+        };
+        let target = match compression_type.as_str() {
+            "producer" => None,
+            name => Compression::from_name(name),
+        };
         let headers = validate_batches(&records, limit_bytes)?;
+        let heavy = target.is_some()
+            || records.len() > INLINE_CHECK_SIZE_BYTES_MAX
+            || headers.iter().any(|h| h.compression() != 0);
+        let records = if heavy {
+            tokio::task::spawn_blocking(move || check_records(records, limit_bytes, target))
+                .await
+                .map_err(|e| BrokerError::Storage(format!("record validation failed: {e}")))??
+        } else {
+            check_records(records, limit_bytes, target)?
+        };
         let now = crate::now_ms();
         let rx = {
             let mut states = partition.producers.lock();
@@ -206,6 +226,74 @@ pub fn validate_batches(records: &Bytes, limit_bytes: usize) -> Result<Vec<Batch
     Ok(headers)
 }
 
+/// Payloads up to this size with no compressed batch are checked on the calling task; larger
+/// ones, compressed ones and ones to recompress are checked on a blocking thread, so
+/// decompression never stalls the async workers.
+const INLINE_CHECK_SIZE_BYTES_MAX: usize = 64 * 1024;
+
+/// Decodes every record of every batch (decompressing with a cap of twice `limit_bytes`, so a
+/// compression bomb is refused after at most that much work), checks CRCs and record offset
+/// deltas, and recompresses batches into `target` when the topic's `compression.type` asks for
+/// a codec. Returns the payload to append: the input itself unless something was recompressed.
+pub fn check_records(
+    records: Bytes,
+    limit_bytes: usize,
+    target: Option<Compression>,
+) -> Result<Bytes> {
+    let decompressed_max_bytes = limit_bytes.saturating_mul(2);
+    let mut rest = records.clone();
+    let mut rewritten: Option<BytesMut> = None;
+    let mut index = 0usize;
+    while let Some((header, batch)) = conflux_wire::batch::split_batch(&mut rest)
+        .map_err(|e| BrokerError::CorruptMessage(e.to_string()))?
+    {
+        conflux_wire::batch::verify_crc(&batch)
+            .map_err(|e| BrokerError::CorruptMessage(format!("batch {index}: {e}")))?;
+        let (_, iter) = record_iter(&batch, decompressed_max_bytes).map_err(|e| match e {
+            DecodeError::DecompressedTooLarge { .. } => BrokerError::CorruptMessage(format!(
+                "batch {index}: records decompress to more than {decompressed_max_bytes} bytes \
+                 (twice max.message.bytes {limit_bytes})"
+            )),
+            e => BrokerError::CorruptMessage(format!("batch {index}: {e}")),
+        })?;
+        for (i, record) in iter.enumerate() {
+            let record = record.map_err(|e| {
+                BrokerError::InvalidRecord(format!("batch {index}, record {i}: {e}"))
+            })?;
+            if i64::from(record.offset_delta) != i as i64
+                || record.offset_delta > header.last_offset_delta
+            {
+                return Err(BrokerError::InvalidRecord(format!(
+                    "batch {index}, record {i}: offset delta {} is out of sequence",
+                    record.offset_delta
+                )));
+            }
+        }
+        let recompress_to =
+            target.filter(|t| t.id() != header.compression() && !header.is_control());
+        if let Some(codec) = recompress_to {
+            let out = rewritten.get_or_insert_with(|| {
+                let done = records.len() - rest.len() - batch.len();
+                BytesMut::from(&records[..done])
+            });
+            let again = recompress(&batch, codec, decompressed_max_bytes).map_err(|e| {
+                BrokerError::CorruptMessage(format!("batch {index}: recompression failed: {e}"))
+            })?;
+            if again.len() > limit_bytes {
+                return Err(BrokerError::MessageTooLarge {
+                    size_bytes: again.len(),
+                    limit_bytes,
+                });
+            }
+            out.extend_from_slice(&again);
+        } else if let Some(out) = rewritten.as_mut() {
+            out.extend_from_slice(&batch);
+        }
+        index += 1;
+    }
+    Ok(rewritten.map_or(records, BytesMut::freeze))
+}
+
 /// Builds the in-memory topic from its metadata, opening (or creating) each partition log.
 pub(crate) fn open_topic(
     logs_dir: &Path,
@@ -258,6 +346,81 @@ fn rebuild_producer_state(log: &PartitionLog) -> ProducerStates {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use conflux_wire::records::{BatchBuilder, Record};
+
+    fn batch(codec: Compression, values: &[&[u8]]) -> Bytes {
+        let mut b = BatchBuilder::new(1_700_000_000_000).with_compression(codec);
+        for (i, v) in values.iter().enumerate() {
+            b.push(Record {
+                offset_delta: i as i32,
+                value: Some(Bytes::copy_from_slice(v)),
+                ..Default::default()
+            });
+        }
+        b.build().unwrap()
+    }
+
+    #[test]
+    fn valid_batches_pass_unchanged() {
+        let mut payload = BytesMut::new();
+        payload.extend_from_slice(&batch(Compression::None, &[b"a", b"b"]));
+        payload.extend_from_slice(&batch(Compression::Gzip, &[b"c"]));
+        let payload = payload.freeze();
+        assert_eq!(
+            check_records(payload.clone(), 1 << 20, None).unwrap(),
+            payload
+        );
+    }
+
+    #[test]
+    fn compression_bomb_is_refused_with_the_cap_in_the_message() {
+        let zeros = vec![0u8; 8 << 20];
+        let mut b = BatchBuilder::new(0).with_compression(Compression::Gzip);
+        b.push(Record {
+            value: Some(Bytes::from(zeros)),
+            ..Default::default()
+        });
+        let bomb = b.build().unwrap();
+        assert!(bomb.len() < 64 * 1024);
+        let err = check_records(bomb, 1 << 20, None).unwrap_err();
+        assert!(
+            matches!(&err, BrokerError::CorruptMessage(m) if m.contains("2097152")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn record_offset_deltas_must_be_sequential() {
+        let mut b = BatchBuilder::new(0);
+        for delta in [0, 2] {
+            b.push(Record {
+                offset_delta: delta,
+                ..Default::default()
+            });
+        }
+        b.last_offset_delta = Some(2);
+        let err = check_records(b.build().unwrap(), 1 << 20, None).unwrap_err();
+        assert!(matches!(err, BrokerError::InvalidRecord(_)), "{err}");
+    }
+
+    #[test]
+    fn topic_codec_recompresses_other_codecs() {
+        let mut payload = BytesMut::new();
+        payload.extend_from_slice(&batch(Compression::Lz4, &[b"x", b"y"]));
+        payload.extend_from_slice(&batch(Compression::Zstd, &[b"z"]));
+        let out = check_records(payload.freeze(), 1 << 20, Some(Compression::Gzip)).unwrap();
+        let mut rest = out;
+        let mut values = Vec::new();
+        while let Some((h, one)) = conflux_wire::batch::split_batch(&mut rest).unwrap() {
+            assert_eq!(h.compression(), Compression::Gzip.id());
+            conflux_wire::batch::verify_crc(&one).unwrap();
+            for r in conflux_wire::records::decode_records(&one, 1 << 20).unwrap() {
+                values.push(r.value.unwrap());
+            }
+        }
+        assert_eq!(values, [&b"x"[..], b"y", b"z"]);
+    }
 
     #[test]
     fn topic_names_follow_kafka_rules() {

@@ -212,7 +212,8 @@ fn read_partition(
         last_stable_offset: -1,
         log_start_offset: -1,
         preferred_read_replica: -1,
-        records: None,
+        // Empty, not null: librdkafka refuses a null record set ("invalid MessageSetSize -1").
+        records: Some(Bytes::new()),
         ..Default::default()
     };
     let Some(topic) = topic else {

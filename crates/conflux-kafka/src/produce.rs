@@ -29,6 +29,9 @@ pub async fn handle(ctx: &Arc<KafkaContext>, req: ProduceRequest, version: i16) 
                 let result = match (topic, part.records) {
                     (None, _) => Err(BrokerError::UnknownTopicOrPartition(name.clone())),
                     (Some(_), None) => Err(BrokerError::CorruptMessage("null record set".into())),
+                    (Some(_), Some(records)) if has_control_batch(&records) => Err(
+                        BrokerError::InvalidRecord("clients may not write control batches".into()),
+                    ),
                     (Some(t), Some(records)) => {
                         match tokio::time::timeout(timeout, t.append(part.index, records)).await {
                             Ok(r) => r.map(|info| (info, t.partition(part.index))),
@@ -92,6 +95,18 @@ pub async fn handle(ctx: &Arc<KafkaContext>, req: ProduceRequest, version: i16) 
         responses,
         ..Default::default()
     }
+}
+
+/// Whether any (complete) batch of a produce payload is flagged as a control batch: only the
+/// broker writes those (transaction markers). Malformed payloads are left to the topic's checks.
+fn has_control_batch(records: &bytes::Bytes) -> bool {
+    let mut rest = records.clone();
+    while let Ok(Some((header, _))) = conflux_wire::batch::split_batch(&mut rest) {
+        if header.is_control() {
+            return true;
+        }
+    }
+    false
 }
 
 fn error_for_all(req: &ProduceRequest, code: i16, message: &str) -> ProduceResponse {
