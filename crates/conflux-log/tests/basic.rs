@@ -449,3 +449,9 @@ fn age_rolls_and_clean_shutdown_marker() {
     );
     assert_eq!(log.log_end_offset(), 4);
 }
+
+#[test]
+fn handle_is_send_sync_and_clone() {
+    fn assert_send_sync_clone<T: Send + Sync + Clone + 'static>() {}
+    assert_send_sync_clone::<PartitionLog>();
+}
