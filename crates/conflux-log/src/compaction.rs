@@ -80,7 +80,7 @@ fn parsed(h: &BatchHeader, one: &Bytes) -> Option<Vec<Record>> {
 impl PartitionLog {
     /// Runs one compaction pass if the policy asks for it and enough is dirty. Blocking and
     /// long-running: call it from a background thread. Appends and reads continue meanwhile.
-    pub fn compact(&self, now_ms_arg: i64) -> Result<CompactionReport, LogError> {
+    pub fn compact(&self, now_ms: i64) -> Result<CompactionReport, LogError> {
         self.inner.check_open()?;
         let config = self.config();
         if !config.cleanup_policy.compacts() {
@@ -121,7 +121,7 @@ impl PartitionLog {
                 }
             })?;
         }
-        let tombstone_horizon = now_ms_arg.saturating_sub(config.delete_retention_ms);
+        let tombstone_horizon = now_ms.saturating_sub(config.delete_retention_ms);
         let mut report = CompactionReport {
             ran: true,
             ..Default::default()

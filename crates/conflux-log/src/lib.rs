@@ -15,6 +15,23 @@
 //! - async callers never block a runtime worker: appends run on a small shared pool of I/O
 //!   threads ([`IO_THREADS`]); reads are `pread`s the caller runs on a blocking thread.
 //!
+//! On disk, beside the segments: `log-start-offset.checkpoint` (DeleteRecords/retention),
+//! `recovery-point.checkpoint` (segments below it were fsync'd at roll and are not rescanned),
+//! `leader-epoch.checkpoint` (epoch → start offset), and `clean-shutdown` (written by `close`,
+//! removed by `open`). Compaction leaves `X.log.cleaned` / `X.log.swap` only while it runs.
+//!
+//! Known limits, on purpose for now:
+//! - the CRC does not cover base offset and leader epoch; recovery checks them by order
+//!   (offsets increase, epochs never decrease), so damage to them is caught unless it is in the
+//!   very last batch, which then looks like a torn tail (as does any damage to the last batch);
+//! - closed segments below the recovery point are not CRC-scanned at open (only their indexes
+//!   and tail structure are checked); a bit flip in their payload is left for the client's CRC
+//!   check, as in Kafka;
+//! - `segment.ms` counts from when the segment was created or last opened;
+//! - compaction keeps compressed and control batches whole, keeps its key map in memory, and
+//!   forgets its clean point on restart (one extra pass); transactions are not modelled yet, so
+//!   the last stable offset equals the high watermark.
+//!
 //! Tests: `cargo test -j2 -p conflux-log` runs unit, property, torn-tail and a short crash test
 //! (20 kill -9 cycles). The long crash run:
 //! `CONFLUX_CRASH_CYCLES=300 cargo test -j2 -p conflux-log --release --test crash -- --nocapture`.

@@ -26,52 +26,16 @@ pub(crate) fn open(dir: &Path, config: LogConfig) -> Result<PartitionLog, LogErr
     fs::create_dir_all(dir)?;
     let clean = dir.join(CLEAN_SHUTDOWN_FILE).exists();
     finish_interrupted_swaps(dir)?;
-    let bases = segment_bases(dir)?;
-    let recovery_point = checkpoint::read_i64(dir, RECOVERY_POINT_FILE)?.unwrap_or(i64::MIN);
     let mut epochs = EpochCache::load(dir)?;
     let epochs_before = epochs.clone();
     let now = now_ms();
-    let interval = config.index_interval_bytes.max(1);
-    let mut segments = SegmentMap::new();
-    for (i, &base) in bases.iter().enumerate() {
-        let is_active = i + 1 == bases.len();
-        let path = dir.join(segment_file_name(base));
-        let scan = !clean && (is_active || base >= recovery_point);
-        let indexed = if scan {
-            None
-        } else {
-            Segment::open_indexed(&path, base, now)?
-        };
-        let segment = match indexed {
-            Some(s) => s,
-            None => {
-                if !scan {
-                    tracing::info!(segment = %path.display(), "index missing or stale, rebuilding from the log");
-                }
-                let s = Segment::open_scanned(&path, base, interval, is_active, now, |b| {
-                    epochs.assign(b.header.partition_leader_epoch, b.header.base_offset);
-                })?;
-                if !is_active {
-                    s.save_index()?;
-                }
-                s
-            }
-        };
-        if let Some(prev) = segments.values().next_back() {
-            let prev: &Arc<Segment> = prev;
-            if prev.next_offset() > base {
-                return Err(LogError::corrupt(
-                    &path,
-                    0,
-                    format!(
-                        "segment overlaps the previous one, which ends at offset {}",
-                        prev.next_offset()
-                    ),
-                ));
-            }
-        }
-        segments.insert(base, Arc::new(segment));
-    }
+    let mut segments = load_segments(
+        dir,
+        clean,
+        config.index_interval_bytes.max(1),
+        now,
+        &mut epochs,
+    )?;
     let checkpoint_start = checkpoint::read_i64(dir, LOG_START_FILE)?;
     if segments.is_empty() {
         let base = checkpoint_start.unwrap_or(0).max(0);
@@ -119,6 +83,60 @@ pub(crate) fn open(dir: &Path, config: LogConfig) -> Result<PartitionLog, LogErr
     });
     register_for_interval_flush(&inner);
     Ok(PartitionLog { inner })
+}
+
+/// Opens every segment: from saved indexes when trusted, else by a CRC scan (which also
+/// restores leader epochs the checkpoint may have missed).
+fn load_segments(
+    dir: &Path,
+    clean: bool,
+    interval: u32,
+    now: i64,
+    epochs: &mut EpochCache,
+) -> Result<SegmentMap, LogError> {
+    let bases = segment_bases(dir)?;
+    let recovery_point = checkpoint::read_i64(dir, RECOVERY_POINT_FILE)?.unwrap_or(i64::MIN);
+    let mut segments = SegmentMap::new();
+    for (i, &base) in bases.iter().enumerate() {
+        let is_active = i + 1 == bases.len();
+        let path = dir.join(segment_file_name(base));
+        let scan = !clean && (is_active || base >= recovery_point);
+        let indexed = if scan {
+            None
+        } else {
+            Segment::open_indexed(&path, base, now)?
+        };
+        let segment = match indexed {
+            Some(s) => s,
+            None => {
+                if !scan {
+                    tracing::info!(segment = %path.display(), "index missing or stale, rebuilding from the log");
+                }
+                let s = Segment::open_scanned(&path, base, interval, is_active, now, |b| {
+                    epochs.assign(b.header.partition_leader_epoch, b.header.base_offset);
+                })?;
+                if !is_active {
+                    s.save_index()?;
+                }
+                s
+            }
+        };
+        if let Some(prev) = segments.values().next_back() {
+            let prev: &Arc<Segment> = prev;
+            if prev.next_offset() > base {
+                return Err(LogError::corrupt(
+                    &path,
+                    0,
+                    format!(
+                        "segment overlaps the previous one, which ends at offset {}",
+                        prev.next_offset()
+                    ),
+                ));
+            }
+        }
+        segments.insert(base, Arc::new(segment));
+    }
+    Ok(segments)
 }
 
 /// Base offsets of all `{base}.log` files, sorted.

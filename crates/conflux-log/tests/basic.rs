@@ -422,3 +422,36 @@ fn compaction_runs_while_appends_continue() {
         assert!(latest[&key] >= 1490);
     }
 }
+
+#[test]
+fn age_rolls_and_clean_shutdown_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_age_ms_max: Some(0),
+        segment_size_bytes_max: 1 << 30,
+        ..config()
+    };
+    let log = PartitionLog::open(dir.path(), cfg.clone()).unwrap();
+    for _ in 0..4 {
+        log.append_blocking(batch_of(1, 10, 1), 0).unwrap();
+    }
+    assert_eq!(
+        log.segment_count(),
+        4,
+        "every append finds a segment already too old"
+    );
+    log.close().unwrap();
+    assert!(dir.path().join("clean-shutdown").exists());
+    let log = PartitionLog::open(dir.path(), cfg).unwrap();
+    assert!(
+        !dir.path().join("clean-shutdown").exists(),
+        "a crash after this open must rescan"
+    );
+    assert_eq!(log.log_end_offset(), 4);
+}
+
+#[test]
+fn handle_is_send_sync_and_clone() {
+    fn assert_send_sync_clone<T: Send + Sync + Clone + 'static>() {}
+    assert_send_sync_clone::<PartitionLog>();
+}

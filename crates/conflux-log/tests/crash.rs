@@ -4,7 +4,7 @@
 //! consistent. `CONFLUX_CRASH_CYCLES` sets the number of cycles (default 20).
 
 use std::collections::HashMap;
-use std::io::Read;
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -103,17 +103,37 @@ fn acknowledged_appends_survive_kill_9() {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(20 + rng.next() % 400));
+        let stdout = child.stdout.take().unwrap();
+        let (line_tx, lines) = std::sync::mpsc::channel::<String>();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        // Most kills land while appends are in flight (after the child reports it is ready);
+        // every fourth lands at a random moment of start-up, i.e. possibly mid-recovery.
+        let mut received = Vec::new();
+        if cycle % 4 != 3 {
+            let ready_by = Instant::now() + Duration::from_secs(30);
+            while let Ok(line) =
+                lines.recv_timeout(ready_by.saturating_duration_since(Instant::now()))
+            {
+                let ready = line.starts_with("ready");
+                received.push(line);
+                if ready {
+                    break;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(rng.next() % 300));
         child.kill().unwrap(); // SIGKILL
         let _ = child.wait();
-        let mut out = String::new();
-        child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
-        for line in out.lines() {
+        reader.join().unwrap();
+        received.extend(lines.try_iter());
+        for line in &received {
             let parts: Vec<&str> = line.split(' ').collect();
             if let ["ack", seq, base] = parts[..] {
                 let (Ok(seq), Ok(base)) = (seq.parse(), base.parse()) else {
