@@ -408,6 +408,7 @@ impl GroupCoordinator {
         })
     }
 
+    #[allow(clippy::result_large_err)]
     fn join_locked(
         &self,
         group: &mut Group,

@@ -165,6 +165,7 @@ impl TopicConfig {
     }
 
     /// Translates into the partition log's settings.
+    #[allow(clippy::field_reassign_with_default)]
     pub fn log_config(&self) -> conflux_log::LogConfig {
         use conflux_log::{CleanupPolicy, FlushPolicy, LogConfig, TimestampType};
         let mut cfg = LogConfig::default();
