@@ -316,10 +316,16 @@ impl Group {
         if self.leader.as_deref() == Some(member_id) {
             self.leader = None;
         }
-        match self.state {
-            GroupState::Stable | GroupState::CompletingRebalance => self.prepare_rebalance(now),
-            GroupState::PreparingRebalance if self.all_joined() => self.complete_join(),
-            _ => {}
+        if matches!(
+            self.state,
+            GroupState::Stable | GroupState::CompletingRebalance
+        ) {
+            self.prepare_rebalance(now);
+        }
+        // Completes at once when every remaining member (vacuously: none) has rejoined; the
+        // last member leaving thus empties the group.
+        if self.state == GroupState::PreparingRebalance && self.all_joined() {
+            self.complete_join();
         }
         if self.members.is_empty() && self.state != GroupState::PreparingRebalance {
             self.state = GroupState::Empty;
