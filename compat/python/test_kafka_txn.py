@@ -123,6 +123,9 @@ def test_consume_transform_produce_with_injected_aborts(conflux):
                 positions, consumer.consumer_group_metadata(), 30
             )
             if abort:
+                # Deliver first: abort_transaction purges records not yet sent, and the
+                # read_uncommitted check below wants the aborted records in the log.
+                assert producer.flush(30) == 0
                 producer.abort_transaction(30)
                 # Rewind to the first record of the aborted batch on each partition.
                 firsts: dict[int, int] = {}

@@ -465,4 +465,45 @@ mod tests {
             );
         }
     }
+
+    #[tokio::test]
+    async fn idempotent_dedup_survives_an_unclean_restart() {
+        use crate::broker::{Broker, BrokerConfig, NewTopic};
+        let dir = tempfile::tempdir().unwrap();
+        let batch = |seq: i32, v: &'static str| {
+            let mut b = conflux_wire::records::BatchBuilder::new(0).with_producer(5, 0, seq);
+            b.append(0, None, Some(Bytes::from_static(v.as_bytes())), Vec::new());
+            b.build().unwrap()
+        };
+        let first = {
+            let broker = Broker::open(BrokerConfig::new(dir.path())).unwrap();
+            let topic = broker
+                .create_topic(
+                    NewTopic {
+                        name: "idem".into(),
+                        partitions: Some(1),
+                        ..Default::default()
+                    },
+                    false,
+                )
+                .unwrap();
+            topic.append(0, batch(0, "x")).await.unwrap();
+            topic.append(0, batch(1, "y")).await.unwrap().base_offset
+            // Dropped without close(): no clean-shutdown marker, as after kill -9.
+        };
+        let broker = Broker::open(BrokerConfig::new(dir.path())).unwrap();
+        let topic = broker.topic("idem").unwrap();
+        let again = topic.append(0, batch(1, "y")).await.unwrap();
+        assert_eq!(
+            again.base_offset, first,
+            "the retry is answered with the first offset"
+        );
+        assert_eq!(topic.partition(0).unwrap().log.log_end_offset(), 2);
+        assert!(matches!(
+            topic.append(0, batch(5, "gap")).await,
+            Err(BrokerError::OutOfOrderSequence(_))
+        ));
+        assert_eq!(topic.append(0, batch(2, "z")).await.unwrap().base_offset, 2);
+        broker.close();
+    }
 }
