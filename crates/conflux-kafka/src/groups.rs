@@ -630,14 +630,12 @@ pub async fn offset_delete(ctx: &KafkaContext, req: OffsetDeleteRequest) -> Offs
                     OffsetDeleteResponsePartition {
                         partition_index: p.partition_index,
                         error_code: code,
-                        ..Default::default()
                     }
                 })
                 .collect();
             OffsetDeleteResponseTopic {
                 name: t.name,
                 partitions,
-                ..Default::default()
             }
         })
         .collect();
