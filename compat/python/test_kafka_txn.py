@@ -281,3 +281,48 @@ def test_sigkill_recovery_of_transactions_offsets_and_idempotent_state(fresh_con
     assert set(idem_values) == {f"i{i}" for i in range(150)}
     uncommitted = read_all(bootstrap, topic, "read_uncommitted", 165)
     assert len([v for v in uncommitted if v.startswith("open")]) == 5
+
+
+def test_admin_views_of_transactions_and_producers(conflux):
+    """DescribeTransactions, ListTransactions and DescribeProducers through kafka-python's
+    admin client, while a confluent-kafka transaction is open and after it commits."""
+    from kafka import KafkaAdminClient
+    from kafka import TopicPartition as KTopicPartition
+
+    bootstrap = conflux.kafka
+    topic = unique("admin-txn")
+    create_topics(bootstrap, (topic, 1))
+    txn_id = unique("admin-txn-id")
+    producer = txn_producer(bootstrap, txn_id)
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    producer.produce(topic, value=b"pending", partition=0)
+    assert producer.flush(15) == 0
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    try:
+        desc = admin.describe_transactions([txn_id])[txn_id]
+        assert str(desc.state.value) == "Ongoing"
+        assert desc.transaction_timeout_ms == 30000
+        assert desc.transaction_start_time_ms > 0
+        assert {(tp.topic, tp.partition) for tp in desc.topic_partitions} == {(topic, 0)}
+
+        ongoing = admin.list_transactions(state_filters=["Ongoing"])
+        assert txn_id in {t.transactional_id for ts in ongoing.values() for t in ts}
+
+        producers = admin.describe_producers([KTopicPartition(topic, 0)])
+        (state,) = producers[KTopicPartition(topic, 0)].active_producers
+        assert state.producer_id == desc.producer_id
+        assert state.current_transaction_start_offset == 0
+
+        producer.commit_transaction(30)
+        desc = admin.describe_transactions([txn_id])[txn_id]
+        assert str(desc.state.value) == "CompleteCommit"
+        assert not desc.topic_partitions
+        ongoing = admin.list_transactions(state_filters=["Ongoing"])
+        assert txn_id not in {t.transactional_id for ts in ongoing.values() for t in ts}
+        producers = admin.describe_producers([KTopicPartition(topic, 0)])
+        (state,) = producers[KTopicPartition(topic, 0)].active_producers
+        assert state.current_transaction_start_offset == -1
+    finally:
+        admin.close()
