@@ -15,6 +15,7 @@ use crate::offsets::{OffsetStore, OFFSETS_TOPIC};
 use crate::producer_ids::ProducerIdAllocator;
 use crate::topic_config::{self, TopicConfig};
 use crate::topics::{self, open_topic, Partition, Topic, PARTITIONS_PER_TOPIC_MAX};
+use crate::transactions::{TransactionCoordinator, TXN_STATE_TOPIC};
 
 /// Broker-wide settings (from the `[kafka]`/`[server]` config sections).
 #[derive(Debug, Clone)]
@@ -75,6 +76,8 @@ pub struct Broker {
     pub offsets: OffsetStore,
     /// Unique producer ids for idempotent and transactional producers.
     pub producer_ids: ProducerIdAllocator,
+    /// Transactions, stored in `__transaction_state`.
+    pub txns: TransactionCoordinator,
 }
 
 impl Broker {
@@ -84,7 +87,7 @@ impl Broker {
         let logs_dir = config.data_dir.join("logs");
         std::fs::create_dir_all(&logs_dir).map_err(|e| BrokerError::Storage(e.to_string()))?;
         let cluster_id = load_or_create_cluster_id(&meta_dir)?;
-        let (log, state) = MetaLog::open(&meta_dir)?;
+        let (mut log, mut state) = MetaLog::open(&meta_dir)?;
         let mut topics = HashMap::new();
         for (name, t) in &state.topics {
             let cfg = TopicConfig {
@@ -94,44 +97,30 @@ impl Broker {
             let topic = open_topic(&logs_dir, name, t.id, t.partitions, cfg, t.internal)?;
             topics.insert(name.clone(), Arc::new(topic));
         }
-        let offsets_topic = match topics.get(OFFSETS_TOPIC) {
-            Some(t) => t.clone(),
-            None => {
-                let mut configs = BTreeMap::new();
-                configs.insert("cleanup.policy".to_string(), "compact".to_string());
-                let id = uuid::Uuid::new_v4();
-                let cfg = TopicConfig {
-                    defaults: config.topic_defaults.clone(),
-                    overrides: configs.clone(),
-                };
-                let topic = Arc::new(open_topic(&logs_dir, OFFSETS_TOPIC, id, 1, cfg, true)?);
-                let event = MetaEvent::TopicCreated {
-                    name: OFFSETS_TOPIC.into(),
-                    id,
-                    partitions: 1,
-                    configs,
-                    internal: true,
-                };
-                let mut state = state;
-                state.apply(&event);
-                let mut log = log;
-                log.append(&event, &state)?;
-                topics.insert(OFFSETS_TOPIC.to_string(), topic.clone());
-                return Self::finish_open(
-                    config, cluster_id, logs_dir, log, state, topics, topic, meta_dir,
-                );
+        for name in [OFFSETS_TOPIC, TXN_STATE_TOPIC] {
+            if topics.contains_key(name) {
+                continue;
             }
-        };
-        Self::finish_open(
-            config,
-            cluster_id,
-            logs_dir,
-            log,
-            state,
-            topics,
-            offsets_topic,
-            meta_dir,
-        )
+            let mut configs = BTreeMap::new();
+            configs.insert("cleanup.policy".to_string(), "compact".to_string());
+            let id = uuid::Uuid::new_v4();
+            let cfg = TopicConfig {
+                defaults: config.topic_defaults.clone(),
+                overrides: configs.clone(),
+            };
+            let topic = Arc::new(open_topic(&logs_dir, name, id, 1, cfg, true)?);
+            let event = MetaEvent::TopicCreated {
+                name: name.into(),
+                id,
+                partitions: 1,
+                configs,
+                internal: true,
+            };
+            state.apply(&event);
+            log.append(&event, &state)?;
+            topics.insert(name.to_string(), topic);
+        }
+        Self::finish_open(config, cluster_id, logs_dir, log, state, topics, meta_dir)
     }
 
     fn finish_open(
@@ -141,10 +130,16 @@ impl Broker {
         log: MetaLog,
         state: MetaState,
         topics: HashMap<String, Arc<Topic>>,
-        offsets_topic: Arc<Topic>,
         meta_dir: PathBuf,
     ) -> Result<Arc<Broker>> {
-        let offsets = OffsetStore::open(offsets_topic)?;
+        let internal = |name: &str| {
+            topics
+                .get(name)
+                .cloned()
+                .ok_or_else(|| BrokerError::Storage(format!("internal topic {name} missing")))
+        };
+        let offsets = OffsetStore::open(internal(OFFSETS_TOPIC)?)?;
+        let txns = TransactionCoordinator::open(internal(TXN_STATE_TOPIC)?)?;
         let producer_ids = ProducerIdAllocator::open(&meta_dir)?;
         let delay = std::time::Duration::from_millis(config.group_initial_rebalance_delay_ms);
         tracing::info!(topics = topics.len(), data_dir = %config.data_dir.display(), "broker opened");
@@ -157,6 +152,7 @@ impl Broker {
             groups: GroupCoordinator::new(delay),
             offsets,
             producer_ids,
+            txns,
         }))
     }
 
@@ -394,6 +390,7 @@ impl Broker {
                 if let Err(e) = p.log.compact(now_ms) {
                     tracing::warn!(topic = %topic.name, partition = p.index, error = %e, "compaction failed");
                 }
+                p.txns.lock().truncate_before(p.log.log_start_offset());
             }
         }
     }
@@ -427,6 +424,12 @@ impl Broker {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_maintenance = tokio::time::Instant::now();
         let mut maintenance: Option<tokio::task::JoinHandle<()>> = None;
+        // Transactions: finish start-up recovery, then expire timed-out ones every second.
+        let txn_broker = self.clone();
+        let mut txn_task: Option<tokio::task::JoinHandle<()>> = Some(tokio::spawn(async move {
+            txn_broker.txns.recover(&txn_broker).await;
+        }));
+        let mut last_txn_check = tokio::time::Instant::now();
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -434,6 +437,14 @@ impl Broker {
                 _ = tick.tick() => {}
             }
             self.groups.tick();
+            let txn_idle = txn_task.as_ref().is_none_or(|h| h.is_finished());
+            if txn_idle && last_txn_check.elapsed() >= std::time::Duration::from_secs(1) {
+                last_txn_check = tokio::time::Instant::now();
+                let broker = self.clone();
+                txn_task = Some(tokio::spawn(async move {
+                    broker.txns.expire(&broker, crate::now_ms()).await;
+                }));
+            }
             let idle = maintenance.as_ref().is_none_or(|h| h.is_finished());
             if idle && last_maintenance.elapsed() >= maintenance_interval {
                 last_maintenance = tokio::time::Instant::now();
@@ -451,6 +462,9 @@ impl Broker {
                     }
                 }));
             }
+        }
+        if let Some(h) = txn_task {
+            h.abort();
         }
         self.groups.shutdown();
     }

@@ -41,6 +41,8 @@ pub enum BrokerError {
     OutOfOrderSequence(String),
     #[error("invalid producer epoch: {0}")]
     InvalidProducerEpoch(String),
+    #[error("invalid transaction state: {0}")]
+    InvalidTxnState(String),
     #[error("storage error: {0}")]
     Storage(String),
     #[error("metadata error: {0}")]

@@ -732,7 +732,10 @@ impl GroupCoordinator {
             m.last_heartbeat = Instant::now();
         }
         group.check_member(member_id, instance_id, generation)?;
-        if group.state == GroupState::PreparingRebalance {
+        // As Kafka: members of the current generation may commit while a rebalance is being
+        // prepared (eager consumers commit in their revoke callback before rejoining), but
+        // not between JoinGroup and SyncGroup.
+        if group.state == GroupState::CompletingRebalance {
             return Err(GroupError::RebalanceInProgress);
         }
         Ok(())

@@ -12,6 +12,8 @@ pub mod producer_ids;
 pub mod producers;
 pub mod topic_config;
 pub mod topics;
+pub mod transactions;
+pub mod txn_index;
 
 pub use broker::{Broker, BrokerConfig, NewTopic};
 pub use error::{BrokerError, Result};

@@ -12,6 +12,7 @@ use parking_lot::RwLock;
 use crate::error::{BrokerError, Result};
 use crate::producers::{ProducerStates, SequenceCheck};
 use crate::topic_config::TopicConfig;
+use crate::txn_index::{AbortedTxn, PartitionTxns, TxnWriteCheck, TXN_MARKER_FILE};
 use conflux_wire::batch::BatchHeader;
 use conflux_wire::codec::DecodeError;
 use conflux_wire::compression::Compression;
@@ -58,19 +59,84 @@ pub struct Partition {
     pub leader_epoch: i32,
     /// Idempotent producers' recent batches, for deduplication and ordering.
     pub producers: parking_lot::Mutex<ProducerStates>,
+    /// Open and aborted transactions (last stable offset, read_committed fetches). Locked
+    /// after `producers` when both are held.
+    pub txns: parking_lot::Mutex<PartitionTxns>,
 }
 
 impl Partition {
     /// Wraps an opened log, rebuilding producer state from the batches of its active segment.
     pub fn new(topic: &str, index: i32, log: PartitionLog) -> Partition {
         let producers = parking_lot::Mutex::new(rebuild_producer_state(&log));
+        let txns = parking_lot::Mutex::new(rebuild_txn_index(&log));
         Partition {
             topic: topic.to_string(),
             index,
             log,
             leader_epoch: 0,
             producers,
+            txns,
         }
+    }
+
+    /// The last stable offset: read_committed consumers read below it.
+    pub fn last_stable_offset(&self) -> i64 {
+        self.txns
+            .lock()
+            .last_stable_offset(self.log.high_watermark())
+    }
+
+    /// Reads whole batches from `offset` up to the high watermark, or, for read_committed, up
+    /// to the last stable offset; with the aborted transactions overlapping what was read.
+    /// Blocking (pread).
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        read_committed: bool,
+    ) -> Result<(conflux_log::ReadResult, Vec<AbortedTxn>)> {
+        let lso = self.last_stable_offset();
+        let mut read = self.log.read(offset, max_bytes)?;
+        read.last_stable_offset = lso;
+        if !read_committed {
+            return Ok((read, Vec::new()));
+        }
+        if offset >= lso {
+            read.records = Bytes::new();
+            return Ok((read, Vec::new()));
+        }
+        // Transactions start and end on batch boundaries, so the LSO is one.
+        let mut rest = read.records.clone();
+        let mut end = 0usize;
+        let mut last = offset;
+        while let Ok(Some((h, _))) = conflux_wire::batch::split_batch(&mut rest) {
+            if h.last_offset() >= lso {
+                break;
+            }
+            end += h.size_bytes();
+            last = h.last_offset();
+        }
+        read.records = read.records.slice(..end);
+        let aborted = if end == 0 {
+            Vec::new()
+        } else {
+            self.txns.lock().aborted_overlapping(offset, last + 1)
+        };
+        Ok((read, aborted))
+    }
+
+    /// Creates the marker file that makes start-up rebuild this partition's transaction index.
+    fn mark_transactional(&self) -> Result<()> {
+        let mut txns = self.txns.lock();
+        if txns.has_marker {
+            return Ok(());
+        }
+        let path = self.log.dir().join(TXN_MARKER_FILE);
+        std::fs::File::create(&path)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| BrokerError::Storage(format!("{}: {e}", path.display())))?;
+        txns.has_marker = true;
+        Ok(())
     }
 
     pub fn dir_for(logs_dir: &Path, topic: &str, index: i32) -> PathBuf {
@@ -132,6 +198,15 @@ impl Topic {
             name => Compression::from_name(name),
         };
         let headers = validate_batches(&records, limit_bytes)?;
+        if headers.iter().any(BatchHeader::is_control) {
+            return Err(BrokerError::InvalidRecord(
+                "clients may not write control batches".into(),
+            ));
+        }
+        let transactional = headers.iter().any(BatchHeader::is_transactional);
+        if transactional {
+            partition.mark_transactional()?;
+        }
         let heavy = target.is_some()
             || records.len() > INLINE_CHECK_SIZE_BYTES_MAX
             || headers.iter().any(|h| h.compression() != 0);
@@ -145,6 +220,26 @@ impl Topic {
         let now = crate::now_ms();
         let rx = {
             let mut states = partition.producers.lock();
+            if transactional {
+                let txns = partition.txns.lock();
+                for h in &headers {
+                    match txns.check_write(h) {
+                        TxnWriteCheck::Allowed => {}
+                        TxnWriteCheck::StaleEpoch { current } => {
+                            return Err(BrokerError::InvalidProducerEpoch(format!(
+                                "producer {} epoch {} is older than the current epoch {current}",
+                                h.producer_id, h.producer_epoch
+                            )))
+                        }
+                        TxnWriteCheck::NotInTransaction => {
+                            return Err(BrokerError::InvalidTxnState(format!(
+                                "partition {}-{index} is not in a transaction of producer {} epoch {}",
+                                self.name, h.producer_id, h.producer_epoch
+                            )))
+                        }
+                    }
+                }
+            }
             let mut duplicate_of = None;
             for h in &headers {
                 match states.check(h) {
@@ -172,20 +267,31 @@ impl Topic {
                     log_start_offset: partition.log.log_start_offset(),
                 });
             }
+            let lower_bound = partition.log.log_end_offset();
             let rx = partition.log.submit(records, partition.leader_epoch)?;
             for h in &headers {
                 states.record(h, -1, now);
+            }
+            if transactional {
+                let mut txns = partition.txns.lock();
+                for h in headers.iter().filter(|h| h.is_transactional()) {
+                    txns.begin(h.producer_id, lower_bound);
+                }
             }
             rx
         };
         let result = rx.await.unwrap_or(Err(conflux_log::LogError::Closed));
         {
             let mut states = partition.producers.lock();
+            let mut txns = partition.txns.lock();
             let mut next_base = result.as_ref().map_or(-1, |info| info.base_offset);
             for h in &headers {
                 match &result {
                     Ok(_) => states.complete(h.producer_id, h.base_sequence, next_base),
                     Err(_) => states.abandon(h.producer_id, h.base_sequence),
+                }
+                if h.is_transactional() {
+                    txns.appended(h.producer_id, result.as_ref().ok().map(|_| next_base));
                 }
                 next_base += i64::from(h.last_offset_delta) + 1;
             }
@@ -193,6 +299,46 @@ impl Topic {
         let info = result?;
         self.appended.send_modify(|n| *n = n.wrapping_add(1));
         Ok(info)
+    }
+}
+
+impl Topic {
+    /// Writes a COMMIT or ABORT marker for `producer_id` to a partition (the transaction
+    /// coordinator's WriteTxnMarkers), then updates the partition's transaction index. Waits
+    /// for durability. Returns the marker's offset.
+    pub async fn append_txn_marker(
+        &self,
+        index: i32,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+    ) -> Result<i64> {
+        let partition = self.partition(index).ok_or_else(|| {
+            BrokerError::UnknownTopicOrPartition(format!("{}-{index}", self.name))
+        })?;
+        partition.mark_transactional()?;
+        let batch = conflux_wire::records::build_control_batch(
+            producer_id,
+            epoch,
+            commit,
+            0,
+            crate::now_ms(),
+        );
+        let rx = {
+            let _states = partition.producers.lock();
+            partition.log.submit(batch, partition.leader_epoch)?
+        };
+        let info = rx.await.unwrap_or(Err(conflux_log::LogError::Closed))?;
+        {
+            let mut states = partition.producers.lock();
+            states.fence(producer_id, epoch);
+            partition
+                .txns
+                .lock()
+                .ended(producer_id, epoch, commit, info.base_offset);
+        }
+        self.appended.send_modify(|n| *n = n.wrapping_add(1));
+        Ok(info.base_offset)
     }
 }
 
@@ -323,6 +469,56 @@ pub(crate) fn open_topic(
 /// Overrides as stored in the metadata log.
 pub type ConfigOverrides = BTreeMap<String, String>;
 
+/// Rebuilds a partition's transaction index from its transactional and control batches, when
+/// the partition ever held any (the marker file says so).
+fn rebuild_txn_index(log: &PartitionLog) -> PartitionTxns {
+    let mut txns = PartitionTxns::default();
+    if !log.dir().join(TXN_MARKER_FILE).exists() {
+        return txns;
+    }
+    txns.has_marker = true;
+    let mut next = log.log_start_offset();
+    while next < log.log_end_offset() {
+        let Ok(read) = log.read_to_log_end(next, 4 * 1024 * 1024) else {
+            break;
+        };
+        let mut chunk = read.records;
+        if chunk.is_empty() {
+            break;
+        }
+        while let Ok(Some((h, batch))) = conflux_wire::batch::split_batch(&mut chunk) {
+            next = h.last_offset() + 1;
+            if !h.is_transactional() {
+                continue;
+            }
+            let commit = if h.is_control() {
+                control_kind(&batch)
+            } else {
+                None
+            };
+            txns.replay(&h, commit);
+        }
+    }
+    tracing::debug!(
+        partition = %log.dir().display(),
+        aborted = txns.aborted_len(),
+        "transaction index rebuilt"
+    );
+    txns
+}
+
+/// `Some(true)` for a COMMIT control batch, `Some(false)` for ABORT, `None` otherwise.
+fn control_kind(batch: &Bytes) -> Option<bool> {
+    use conflux_wire::records::{decode_control, decode_records, ControlType};
+    let records = decode_records(batch, 64 * 1024).ok()?;
+    let (control, _) = decode_control(records.first()?).ok()?;
+    match control.kind {
+        ControlType::Commit => Some(true),
+        ControlType::Abort => Some(false),
+        ControlType::Unknown(_) => None,
+    }
+}
+
 /// Replays batch headers from the start of the active segment into fresh producer state.
 fn rebuild_producer_state(log: &PartitionLog) -> ProducerStates {
     let mut states = ProducerStates::default();
@@ -431,5 +627,46 @@ mod tests {
                 "{bad:?} should be rejected"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn idempotent_dedup_survives_an_unclean_restart() {
+        use crate::broker::{Broker, BrokerConfig, NewTopic};
+        let dir = tempfile::tempdir().unwrap();
+        let batch = |seq: i32, v: &'static str| {
+            let mut b = conflux_wire::records::BatchBuilder::new(0).with_producer(5, 0, seq);
+            b.append(0, None, Some(Bytes::from_static(v.as_bytes())), Vec::new());
+            b.build().unwrap()
+        };
+        let first = {
+            let broker = Broker::open(BrokerConfig::new(dir.path())).unwrap();
+            let topic = broker
+                .create_topic(
+                    NewTopic {
+                        name: "idem".into(),
+                        partitions: Some(1),
+                        ..Default::default()
+                    },
+                    false,
+                )
+                .unwrap();
+            topic.append(0, batch(0, "x")).await.unwrap();
+            topic.append(0, batch(1, "y")).await.unwrap().base_offset
+            // Dropped without close(): no clean-shutdown marker, as after kill -9.
+        };
+        let broker = Broker::open(BrokerConfig::new(dir.path())).unwrap();
+        let topic = broker.topic("idem").unwrap();
+        let again = topic.append(0, batch(1, "y")).await.unwrap();
+        assert_eq!(
+            again.base_offset, first,
+            "the retry is answered with the first offset"
+        );
+        assert_eq!(topic.partition(0).unwrap().log.log_end_offset(), 2);
+        assert!(matches!(
+            topic.append(0, batch(5, "gap")).await,
+            Err(BrokerError::OutOfOrderSequence(_))
+        ));
+        assert_eq!(topic.append(0, batch(2, "z")).await.unwrap().base_offset, 2);
+        broker.close();
     }
 }

@@ -93,5 +93,6 @@ pub fn from_broker(e: &BrokerError) -> i16 {
         BrokerError::ShuttingDown => NOT_LEADER_OR_FOLLOWER,
         BrokerError::OutOfOrderSequence(_) => OUT_OF_ORDER_SEQUENCE_NUMBER,
         BrokerError::InvalidProducerEpoch(_) => INVALID_PRODUCER_EPOCH,
+        BrokerError::InvalidTxnState(_) => INVALID_TXN_STATE,
     }
 }

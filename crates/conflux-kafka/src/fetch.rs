@@ -2,14 +2,20 @@
 //! `min_bytes` are available or `max_wait_ms` passes. Waiters are woken by appends (a per-topic
 //! watch channel), never by sleeping loops. Fetch sessions are declined (session id 0), which
 //! every client handles by sending full fetch requests.
+//!
+//! read_committed fetches (isolation level 1) stop at the partition's last stable offset and
+//! carry the aborted transactions overlapping the returned range; the LSO only moves when a
+//! marker is appended, which wakes long polls like any append.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use conflux_broker::{BrokerError, Topic};
+use conflux_broker::Topic;
 use conflux_wire::generated::fetch_request::FetchTopic;
-use conflux_wire::generated::fetch_response::{FetchableTopicResponse, PartitionData};
+use conflux_wire::generated::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
 use conflux_wire::generated::{FetchRequest, FetchResponse};
 
 use crate::{error_code, KafkaContext};
@@ -51,8 +57,9 @@ pub async fn handle(ctx: &Arc<KafkaContext>, req: FetchRequest, version: i16) ->
     let deadline = tokio::time::Instant::now() + wait;
     // Subscribe before the first read so an append between read and wait is not missed.
     let mut watchers: Vec<_> = topics.iter().flatten().map(|t| t.watch_appends()).collect();
+    let committed = req.isolation_level == 1;
     loop {
-        let responses = read_all(&topics, &wanted, max_bytes, version).await;
+        let responses = read_all(&topics, &wanted, max_bytes, version, committed).await;
         let total: usize = responses
             .iter()
             .flat_map(|t| t.partitions.iter())
@@ -74,7 +81,7 @@ pub async fn handle(ctx: &Arc<KafkaContext>, req: FetchRequest, version: i16) ->
             };
         }
         if !wait_for_append(&mut watchers, deadline).await {
-            let responses = read_all(&topics, &wanted, max_bytes, version).await;
+            let responses = read_all(&topics, &wanted, max_bytes, version, committed).await;
             return FetchResponse {
                 responses,
                 session_id: 0,
@@ -149,6 +156,7 @@ async fn read_all(
     wanted: &[(FetchTopic, Vec<Wanted>)],
     max_bytes: usize,
     version: i16,
+    read_committed: bool,
 ) -> Vec<FetchableTopicResponse> {
     let plan: Vec<ReadPlan> = wanted
         .iter()
@@ -180,6 +188,7 @@ async fn read_all(
                     offset,
                     partition_max,
                     &mut budget,
+                    read_committed,
                 ));
             }
             out.push(FetchableTopicResponse {
@@ -204,6 +213,7 @@ fn read_partition(
     offset: i64,
     partition_max: usize,
     budget: &mut usize,
+    read_committed: bool,
 ) -> PartitionData {
     let error = |code: i16| PartitionData {
         partition_index: index,
@@ -224,11 +234,12 @@ fn read_partition(
     };
     let log = &partition.log;
     let high_watermark = log.high_watermark();
+    let last_stable_offset = partition.last_stable_offset();
     let mut data = PartitionData {
         partition_index: index,
         error_code: error_code::NONE,
         high_watermark,
-        last_stable_offset: high_watermark,
+        last_stable_offset,
         log_start_offset: log.log_start_offset(),
         aborted_transactions: Some(Vec::new()),
         preferred_read_replica: -1,
@@ -240,19 +251,27 @@ fn read_partition(
     }
     // The first non-empty partition may exceed the budget by one batch; later ones may not.
     let limit = partition_max.min(*budget).max(1);
-    match log.read(offset, limit) {
-        Ok(read) => {
+    match partition.read(offset, limit, read_committed) {
+        Ok((read, aborted)) => {
             *budget = budget.saturating_sub(read.records.len());
             data.records = Some(read.records);
+            data.last_stable_offset = read.last_stable_offset;
+            data.aborted_transactions = Some(
+                aborted
+                    .into_iter()
+                    .map(|a| AbortedTransaction {
+                        producer_id: a.producer_id,
+                        first_offset: a.first_offset,
+                        ..Default::default()
+                    })
+                    .collect(),
+            );
             data
         }
-        Err(e) => {
-            let e = BrokerError::from(e);
-            PartitionData {
-                high_watermark,
-                log_start_offset: log.log_start_offset(),
-                ..error(error_code::from_broker(&e))
-            }
-        }
+        Err(e) => PartitionData {
+            high_watermark,
+            log_start_offset: log.log_start_offset(),
+            ..error(error_code::from_broker(&e))
+        },
     }
 }

@@ -36,9 +36,6 @@ use crate::{error_code, KafkaContext};
 
 const OFFSET_METADATA_TOO_LARGE: i16 = 12;
 
-/// Committed offsets (or none) per partition, grouped by topic.
-type TopicOffsets = Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>;
-
 /// Who sent a request (for DescribeGroups' client id and host).
 #[derive(Debug, Clone)]
 pub struct ClientInfo {
@@ -465,29 +462,50 @@ pub async fn offset_commit(
     }
 }
 
-/// Committed offsets for the requested partitions (all committed ones when `None`).
+/// Committed offsets for the requested partitions (all committed ones when `None`), with each
+/// one's error: UNSTABLE_OFFSET_COMMIT when `require_stable` and a transaction holds a pending
+/// offset for it.
+type FetchedOffsets = Vec<(String, Vec<(i32, Option<CommittedOffset>, i16)>)>;
+
 fn fetch_group(
     ctx: &KafkaContext,
     group: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
-) -> TopicOffsets {
+    require_stable: bool,
+) -> FetchedOffsets {
+    let code = |topic: &str, p: i32| {
+        if require_stable && ctx.broker.txns.has_pending_offset(group, topic, p) {
+            error_code::UNSTABLE_OFFSET_COMMIT
+        } else {
+            error_code::NONE
+        }
+    };
     match topics {
         Some(ts) => ts
             .into_iter()
             .map(|(name, parts)| {
                 let got = parts
                     .into_iter()
-                    .map(|p| (p, ctx.broker.offsets.fetch(group, &name, p)))
+                    .map(|p| {
+                        let c = code(&name, p);
+                        let o = if c == error_code::NONE {
+                            ctx.broker.offsets.fetch(group, &name, p)
+                        } else {
+                            None
+                        };
+                        (p, o, c)
+                    })
                     .collect();
                 (name, got)
             })
             .collect(),
         None => {
-            let mut out: TopicOffsets = Vec::new();
+            let mut out: FetchedOffsets = Vec::new();
             for (topic, partition, c) in ctx.broker.offsets.fetch_all(group) {
+                let entry = (partition, Some(c), error_code::NONE);
                 match out.last_mut() {
-                    Some((t, ps)) if *t == topic => ps.push((partition, Some(c))),
-                    _ => out.push((topic, vec![(partition, Some(c))])),
+                    Some((t, ps)) if *t == topic => ps.push(entry),
+                    _ => out.push((topic, vec![entry])),
                 }
             }
             out
@@ -510,18 +528,18 @@ pub fn offset_fetch(
                         .map(|t| (t.name, t.partition_indexes))
                         .collect()
                 });
-                let topics = fetch_group(ctx, &g.group_id, wanted)
+                let topics = fetch_group(ctx, &g.group_id, wanted, req.require_stable)
                     .into_iter()
                     .map(|(name, parts)| OffsetFetchResponseTopics {
                         name,
                         partitions: parts
                             .into_iter()
-                            .map(|(p, c)| OffsetFetchResponsePartitions {
+                            .map(|(p, c, code)| OffsetFetchResponsePartitions {
                                 partition_index: p,
                                 committed_offset: c.as_ref().map_or(-1, |c| c.offset),
                                 committed_leader_epoch: c.as_ref().map_or(-1, |c| c.leader_epoch),
                                 metadata: Some(c.and_then(|c| c.metadata).unwrap_or_default()),
-                                error_code: error_code::NONE,
+                                error_code: code,
                                 ..Default::default()
                             })
                             .collect(),
@@ -546,18 +564,18 @@ pub fn offset_fetch(
             .map(|t| (t.name, t.partition_indexes))
             .collect()
     });
-    let topics = fetch_group(ctx, &req.group_id, wanted)
+    let topics = fetch_group(ctx, &req.group_id, wanted, req.require_stable)
         .into_iter()
         .map(|(name, parts)| OffsetFetchResponseTopic {
             name,
             partitions: parts
                 .into_iter()
-                .map(|(p, c)| OffsetFetchResponsePartition {
+                .map(|(p, c, code)| OffsetFetchResponsePartition {
                     partition_index: p,
                     committed_offset: c.as_ref().map_or(-1, |c| c.offset),
                     committed_leader_epoch: c.as_ref().map_or(-1, |c| c.leader_epoch),
                     metadata: Some(c.and_then(|c| c.metadata).unwrap_or_default()),
-                    error_code: error_code::NONE,
+                    error_code: code,
                     ..Default::default()
                 })
                 .collect(),
@@ -640,14 +658,10 @@ pub async fn offset_delete(ctx: &KafkaContext, req: OffsetDeleteRequest) -> Offs
 pub async fn init_producer_id(
     ctx: &Arc<KafkaContext>,
     req: InitProducerIdRequest,
+    version: i16,
 ) -> InitProducerIdResponse {
-    if req.transactional_id.is_some() {
-        return InitProducerIdResponse {
-            error_code: error_code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-            producer_id: -1,
-            producer_epoch: -1,
-            ..Default::default()
-        };
+    if let Some(id) = req.transactional_id.as_deref().filter(|id| !id.is_empty()) {
+        return crate::txn::init_producer_id(ctx, id, &req, version).await;
     }
     // An idempotent producer bumping its own epoch (KIP-360) keeps its id.
     if req.producer_id >= 0 && req.producer_epoch >= 0 {

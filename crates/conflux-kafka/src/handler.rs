@@ -10,7 +10,7 @@ use conflux_wire::{decode_request, Message, RequestError, RequestErrorKind};
 
 use crate::groups::{self, ClientInfo};
 use crate::server::ConnectionError;
-use crate::{admin, api_versions, fetch, metadata, offsets, produce, KafkaContext};
+use crate::{admin, api_versions, fetch, metadata, offsets, produce, txn, KafkaContext};
 
 /// Per-connection request handler.
 #[derive(Debug)]
@@ -181,8 +181,33 @@ impl Handler {
                 encode_response(cid, api_key, version, &resp)
             }
             RequestBody::InitProducerId(r) => {
-                let resp = groups::init_producer_id(ctx, r).await;
+                let resp = groups::init_producer_id(ctx, r, version).await;
                 encode_response(cid, api_key, version, &resp)
+            }
+            RequestBody::AddPartitionsToTxn(r) => {
+                let resp = txn::add_partitions_to_txn(ctx, r, version).await;
+                encode_response(cid, api_key, version, &resp)
+            }
+            RequestBody::AddOffsetsToTxn(r) => {
+                let resp = txn::add_offsets_to_txn(ctx, r, version).await;
+                encode_response(cid, api_key, version, &resp)
+            }
+            RequestBody::TxnOffsetCommit(r) => {
+                let resp = txn::txn_offset_commit(ctx, r, version).await;
+                encode_response(cid, api_key, version, &resp)
+            }
+            RequestBody::EndTxn(r) => {
+                let resp = txn::end_txn(ctx, r, version).await;
+                encode_response(cid, api_key, version, &resp)
+            }
+            RequestBody::DescribeTransactions(r) => {
+                encode_response(cid, api_key, version, &txn::describe_transactions(ctx, r))
+            }
+            RequestBody::ListTransactions(r) => {
+                encode_response(cid, api_key, version, &txn::list_transactions(ctx, r))
+            }
+            RequestBody::DescribeProducers(r) => {
+                encode_response(cid, api_key, version, &txn::describe_producers(ctx, r))
             }
             other => {
                 return Err(ConnectionError::Malformed(format!(

@@ -14,6 +14,7 @@ pub mod metadata;
 pub mod offsets;
 pub mod produce;
 pub mod server;
+pub mod txn;
 
 use std::sync::atomic::AtomicI64;
 use std::sync::Arc;

@@ -32,6 +32,7 @@ pub async fn list_offsets(
     _version: i16,
 ) -> ListOffsetsResponse {
     let broker = ctx.broker.clone();
+    let committed = req.isolation_level == 1;
     let task = tokio::task::spawn_blocking(move || {
         req.topics
             .into_iter()
@@ -39,7 +40,7 @@ pub async fn list_offsets(
                 partitions: t
                     .partitions
                     .iter()
-                    .map(|p| list_one(&broker, &t.name, p.partition_index, p.timestamp))
+                    .map(|p| list_one(&broker, &t.name, p.partition_index, p.timestamp, committed))
                     .collect(),
                 name: t.name,
                 ..Default::default()
@@ -57,6 +58,7 @@ fn list_one(
     topic: &str,
     index: i32,
     timestamp: i64,
+    read_committed: bool,
 ) -> ListOffsetsPartitionResponse {
     let mut resp = ListOffsetsPartitionResponse {
         partition_index: index,
@@ -75,6 +77,8 @@ fn list_one(
     let log = &partition.log;
     resp.leader_epoch = partition.leader_epoch;
     let found = match timestamp {
+        // read_committed consumers see the end of the log at the last stable offset.
+        LATEST | LATEST_TIERED if read_committed => Ok(Some((partition.last_stable_offset(), -1))),
         LATEST | LATEST_TIERED => Ok(Some((log.high_watermark(), -1))),
         EARLIEST | EARLIEST_LOCAL => Ok(Some((log.log_start_offset(), -1))),
         MAX_TIMESTAMP => log.max_timestamp(),
