@@ -16,8 +16,9 @@ pub mod transactions;
 pub mod txn_index;
 
 pub use broker::{Broker, BrokerConfig, NewTopic};
+pub use conflux_log::AppendInfo;
 pub use error::{BrokerError, Result};
-pub use topics::{Partition, Topic};
+pub use topics::{Partition, PendingAppend, Topic};
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {

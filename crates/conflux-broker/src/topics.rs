@@ -153,7 +153,7 @@ pub struct Topic {
     pub(crate) config: RwLock<TopicConfig>,
     pub(crate) partitions: RwLock<Vec<Arc<Partition>>>,
     /// Bumped after every successful append, so long-polling readers wake without polling.
-    appended: tokio::sync::watch::Sender<u64>,
+    appended: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Topic {
@@ -186,6 +186,13 @@ impl Topic {
     /// the order of checks is the order of appends; a retried batch is answered with the offset
     /// it was first written at.
     pub async fn append(&self, index: i32, records: Bytes) -> Result<AppendInfo> {
+        self.begin_append(index, records).await?.finish().await
+    }
+
+    /// The first half of [`Topic::append`]: validates the batches and queues them on the log,
+    /// in call order, without waiting for durability. Callers that pipeline (one connection's
+    /// produce requests) call this in request order and await [`PendingAppend::finish`] later.
+    pub async fn begin_append(&self, index: i32, records: Bytes) -> Result<PendingAppend> {
         let partition = self.partition(index).ok_or_else(|| {
             BrokerError::UnknownTopicOrPartition(format!("{}-{index}", self.name))
         })?;
@@ -260,11 +267,17 @@ impl Topic {
                 }
             }
             if let Some(base_offset) = duplicate_of {
-                return Ok(AppendInfo {
+                let info = AppendInfo {
                     base_offset,
                     last_offset: base_offset,
                     log_append_time_ms: -1,
                     log_start_offset: partition.log.log_start_offset(),
+                };
+                return Ok(PendingAppend {
+                    partition: partition.clone(),
+                    headers,
+                    state: PendingState::Done(info),
+                    appended: self.appended.clone(),
                 });
             }
             let lower_bound = partition.log.log_end_offset();
@@ -280,12 +293,44 @@ impl Topic {
             }
             rx
         };
+        Ok(PendingAppend {
+            partition,
+            headers,
+            state: PendingState::Queued(rx),
+            appended: self.appended.clone(),
+        })
+    }
+}
+
+/// An append whose batches are queued on the partition log, in order; [`PendingAppend::finish`]
+/// waits for the log's durability policy and settles producer and transaction state.
+#[derive(Debug)]
+pub struct PendingAppend {
+    partition: Arc<Partition>,
+    headers: Vec<BatchHeader>,
+    state: PendingState,
+    appended: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+#[derive(Debug)]
+enum PendingState {
+    /// A retried idempotent batch: answered with its first offset, nothing queued.
+    Done(AppendInfo),
+    Queued(tokio::sync::oneshot::Receiver<std::result::Result<AppendInfo, conflux_log::LogError>>),
+}
+
+impl PendingAppend {
+    pub async fn finish(self) -> Result<AppendInfo> {
+        let rx = match self.state {
+            PendingState::Done(info) => return Ok(info),
+            PendingState::Queued(rx) => rx,
+        };
         let result = rx.await.unwrap_or(Err(conflux_log::LogError::Closed));
         {
-            let mut states = partition.producers.lock();
-            let mut txns = partition.txns.lock();
+            let mut states = self.partition.producers.lock();
+            let mut txns = self.partition.txns.lock();
             let mut next_base = result.as_ref().map_or(-1, |info| info.base_offset);
-            for h in &headers {
+            for h in &self.headers {
                 match &result {
                     Ok(_) => states.complete(h.producer_id, h.base_sequence, next_base),
                     Err(_) => states.abandon(h.producer_id, h.base_sequence),
@@ -462,7 +507,7 @@ pub(crate) fn open_topic(
         internal,
         config: RwLock::new(config),
         partitions: RwLock::new(opened),
-        appended: tokio::sync::watch::channel(0).0,
+        appended: Arc::new(tokio::sync::watch::channel(0).0),
     })
 }
 

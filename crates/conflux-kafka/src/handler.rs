@@ -1,6 +1,8 @@
 //! Decodes one request frame, dispatches it to its API's handler, and encodes the response.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -33,21 +35,44 @@ pub fn encode_response<M: Message>(
     conflux_wire::encode_response(&header, body, api_key, version)
 }
 
+/// What a handled request owes the client.
+pub enum Reply {
+    /// The response is ready (`None`: no response is due).
+    Now(Option<BytesMut>),
+    /// The response follows when this future resolves (a Produce awaiting durability).
+    Later(Pin<Box<dyn Future<Output = Option<BytesMut>> + Send>>),
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reply::Now(r) => write!(
+                f,
+                "Reply::Now({} bytes)",
+                r.as_ref().map_or(0, BytesMut::len)
+            ),
+            Reply::Later(_) => f.write_str("Reply::Later"),
+        }
+    }
+}
+
 impl Handler {
     pub fn new(ctx: Arc<KafkaContext>, peer: SocketAddr) -> Self {
         Handler { ctx, peer }
     }
 
-    /// Handles one frame. `Ok(None)` means no response is due (Produce with acks=0).
-    /// An error closes the connection, as Kafka does for undecodable requests.
-    pub async fn handle(&mut self, frame: Bytes) -> Result<Option<BytesMut>, ConnectionError> {
+    /// Handles one frame. Everything but the durability wait of a Produce happens before this
+    /// returns, so requests take effect in the order they arrived; a Produce's response comes
+    /// as [`Reply::Later`]. An error closes the connection, as Kafka does for undecodable
+    /// requests.
+    pub async fn handle(&mut self, frame: Bytes) -> Result<Reply, ConnectionError> {
         self.ctx
             .metrics
             .requests_total
             .fetch_add(1, Ordering::Relaxed);
         let (header, body) = match decode_request(frame) {
             Ok(x) => x,
-            Err(err) => return self.refuse(err),
+            Err(err) => return self.refuse(err).map(Reply::Now),
         };
         let api_key = header.request_api_key;
         let version = header.request_api_version;
@@ -55,7 +80,7 @@ impl Handler {
         if !api_versions::is_supported(api_key, version) {
             if let RequestBody::ApiVersions(_) = body {
                 let resp = api_versions::unsupported();
-                return Ok(Some(encode_response(cid, api_key, 0, &resp)));
+                return Ok(Reply::Now(Some(encode_response(cid, api_key, 0, &resp))));
             }
             self.ctx
                 .metrics
@@ -76,11 +101,12 @@ impl Handler {
             }
             RequestBody::Produce(r) => {
                 let acks = r.acks;
-                let resp = produce::handle(ctx, r, version).await;
-                if acks == 0 {
-                    return Ok(None);
-                }
-                encode_response(cid, api_key, version, &resp)
+                let completion = produce::handle(ctx, r, version).await;
+                return Ok(Reply::Later(Box::pin(async move {
+                    let resp = completion.await;
+                    // acks=0: the client expects no response at all.
+                    (acks != 0).then(|| encode_response(cid, api_key, version, &resp))
+                })));
             }
             RequestBody::Fetch(r) => {
                 let resp = fetch::handle(ctx, r, version).await;
@@ -215,7 +241,7 @@ impl Handler {
                 )))
             }
         };
-        Ok(Some(out))
+        Ok(Reply::Now(Some(out)))
     }
 
     /// Answers an undecodable request where the protocol allows, else closes the connection.

@@ -1,57 +1,88 @@
 //! Produce: validates and appends each partition's record batches, waiting for durability
 //! according to `acks`, and reports per-partition results.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use conflux_broker::BrokerError;
+use conflux_broker::AppendInfo;
+use conflux_broker::{BrokerError, Partition};
 use conflux_wire::generated::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use conflux_wire::generated::{ProduceRequest, ProduceResponse};
 
 use crate::{error_code, KafkaContext};
 
-pub async fn handle(ctx: &Arc<KafkaContext>, req: ProduceRequest, version: i16) -> ProduceResponse {
+/// The rest of a produce request once its batches are queued: resolves with the response when
+/// every partition's append is durable (or failed, or timed out).
+pub type ProduceCompletion = Pin<Box<dyn Future<Output = ProduceResponse> + Send>>;
+
+type PartitionResult = (
+    usize,
+    String,
+    i32,
+    Result<(AppendInfo, Option<Arc<Partition>>), BrokerError>,
+);
+
+/// Validates and queues every partition's batches now, in request order (so one connection's
+/// pipelined produce requests are appended in the order they were sent), and returns the
+/// completion that waits for durability.
+pub async fn handle(
+    ctx: &Arc<KafkaContext>,
+    req: ProduceRequest,
+    version: i16,
+) -> ProduceCompletion {
     if !matches!(req.acks, -1..=1) {
-        return error_for_all(
+        let resp = error_for_all(
             &req,
             error_code::INVALID_REQUIRED_ACKS,
             "acks must be -1, 0 or 1",
         );
+        return Box::pin(std::future::ready(resp));
     }
     let timeout = Duration::from_millis(req.timeout_ms.clamp(0, 300_000) as u64);
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut started = Vec::new();
     for (topic_index, topic_data) in req.topic_data.into_iter().enumerate() {
         let topic = ctx.broker.topic(&topic_data.name);
         for part in topic_data.partition_data {
-            let topic = topic.clone();
             let name = topic_data.name.clone();
-            tasks.spawn(async move {
-                let result = match (topic, part.records) {
-                    (None, _) => Err(BrokerError::UnknownTopicOrPartition(name.clone())),
-                    (Some(_), None) => Err(BrokerError::CorruptMessage("null record set".into())),
-                    (Some(_), Some(records)) if has_control_batch(&records) => Err(
-                        BrokerError::InvalidRecord("clients may not write control batches".into()),
-                    ),
-                    (Some(t), Some(records)) => {
-                        match tokio::time::timeout(timeout, t.append(part.index, records)).await {
-                            Ok(r) => r.map(|info| (info, t.partition(part.index))),
-                            Err(_) => Err(BrokerError::Storage(
-                                "timed out waiting for durability".into(),
-                            )),
-                        }
+            let begun = match (&topic, part.records) {
+                (None, _) => Err(BrokerError::UnknownTopicOrPartition(name.clone())),
+                (Some(_), None) => Err(BrokerError::CorruptMessage("null record set".into())),
+                (Some(_), Some(records)) if has_control_batch(&records) => Err(
+                    BrokerError::InvalidRecord("clients may not write control batches".into()),
+                ),
+                (Some(t), Some(records)) => t
+                    .begin_append(part.index, records)
+                    .await
+                    .map(|pending| (pending, t.clone())),
+            };
+            started.push((topic_index, name, part.index, begun));
+        }
+    }
+    Box::pin(async move {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut results: Vec<PartitionResult> = Vec::with_capacity(started.len());
+        for (topic_index, name, index, begun) in started {
+            let result = match begun {
+                Err(e) => Err(e),
+                Ok((pending, topic)) => {
+                    match tokio::time::timeout_at(deadline, pending.finish()).await {
+                        Ok(r) => r.map(|info| (info, topic.partition(index))),
+                        Err(_) => Err(BrokerError::Storage(
+                            "timed out waiting for durability".into(),
+                        )),
                     }
-                };
-                (topic_index, name, part.index, result)
-            });
+                }
+            };
+            results.push((topic_index, name, index, result));
         }
-    }
+        respond(results, version)
+    })
+}
+
+fn respond(mut results: Vec<PartitionResult>, version: i16) -> ProduceResponse {
     let mut responses: Vec<TopicProduceResponse> = Vec::new();
-    let mut results = Vec::new();
-    while let Some(done) = tasks.join_next().await {
-        if let Ok(r) = done {
-            results.push(r);
-        }
-    }
     results.sort_by_key(|(ti, _, pi, _)| (*ti, *pi));
     for (_, name, index, result) in results {
         let resp = match result {

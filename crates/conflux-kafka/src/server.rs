@@ -1,9 +1,11 @@
 //! The Kafka TCP listener: accepts connections, frames requests, answers them in order.
 //!
-//! Each connection is served by one task that reads a size-prefixed frame, handles it, and
-//! writes the response before reading the next one, as Kafka does: requests of one connection
-//! take effect in the order they were sent (idempotent producers rely on that), while the
-//! kernel buffers whatever the client pipelines meanwhile. Memory per connection is bounded by
+//! Each connection has a reader task that reads a size-prefixed frame and handles it before
+//! reading the next, so requests of one connection take effect in the order they were sent
+//! (idempotent producers rely on that), and a writer task that sends the responses in the same
+//! order. A Produce is handled up to the point where its batches are queued on the log; its
+//! wait for durability happens in the writer's queue, so a client with several produce
+//! requests in flight gets them group-committed together. Memory per connection is bounded by
 //! the frame limit, and a frame's buffer grows only as its bytes actually arrive, so a client
 //! that announces 100 MiB and sends 10 bytes costs 64 KiB, not 100 MiB.
 
@@ -17,8 +19,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::handler::Handler;
+use crate::handler::{Handler, Reply};
 use crate::KafkaContext;
+
+/// Requests accepted on one connection whose responses are not yet written. Bounds the
+/// memory a pipelining client can pin (their payloads are already handed to the log).
+const REPLIES_IN_FLIGHT_MAX: usize = 32;
 
 /// Largest chunk a frame buffer grows by at once.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -87,19 +93,56 @@ async fn serve_connection(
 ) -> Result<(), ConnectionError> {
     stream.set_nodelay(true)?;
     let (mut reader, writer) = stream.into_split();
-    let mut writer = BufWriter::with_capacity(64 * 1024, writer);
+    let (replies, pending) = tokio::sync::mpsc::channel(REPLIES_IN_FLIGHT_MAX);
+    let writer = tokio::spawn(write_replies(writer, pending));
     let mut handler = Handler::new(ctx.clone(), peer);
-    loop {
+    let read_result = loop {
         let frame = tokio::select! {
-            frame = read_frame(&mut reader, ctx.config.request_size_bytes_max) => frame?,
-            _ = shutdown.cancelled() => return Ok(()),
+            frame = read_frame(&mut reader, ctx.config.request_size_bytes_max) => frame,
+            _ = shutdown.cancelled() => break Ok(()),
         };
-        let Some(frame) = frame else { return Ok(()) };
-        if let Some(response) = handler.handle(frame).await? {
+        let frame = match frame {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        };
+        let reply = match handler.handle(frame).await {
+            Ok(reply) => reply,
+            Err(e) => break Err(e),
+        };
+        if replies.send(reply).await.is_err() {
+            break Ok(()); // the writer failed; its error is reported below
+        }
+    };
+    // Answer what was already accepted (in-flight produces finish) before closing.
+    drop(replies);
+    let write_result = writer
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    read_result?;
+    write_result.map_err(ConnectionError::Io)
+}
+
+/// Writes replies in request order; a produce's reply is awaited in turn, so later requests
+/// keep being read and queued while it waits for durability. Flushes when nothing is queued.
+async fn write_replies(
+    writer: tokio::net::tcp::OwnedWriteHalf,
+    mut pending: tokio::sync::mpsc::Receiver<Reply>,
+) -> std::io::Result<()> {
+    let mut writer = BufWriter::with_capacity(64 * 1024, writer);
+    while let Some(reply) = pending.recv().await {
+        let response = match reply {
+            Reply::Now(r) => r,
+            Reply::Later(f) => f.await,
+        };
+        if let Some(response) = response {
             writer.write_all(&response).await?;
+        }
+        if pending.is_empty() {
             writer.flush().await?;
         }
     }
+    writer.flush().await
 }
 
 /// Reads one size-prefixed frame; `Ok(None)` on a clean end of stream between frames.
