@@ -36,5 +36,6 @@ fn main() -> ExitCode {
                 }
             }
         }
+        cli::Command::Bench(args) => conflux_bench::cli::main(args),
     }
 }
