@@ -426,9 +426,23 @@ async fn reader(mut read: tokio::net::tcp::OwnedReadHalf, queue: Arc<Mutex<VecDe
         if size < 4 || size as usize > RESPONSE_SIZE_MAX_BYTES {
             break ClientError::FrameSize(i64::from(size));
         }
-        let mut frame = BytesMut::zeroed(size as usize);
-        if let Err(e) = read.read_exact(&mut frame).await {
-            break ClientError::Io(e);
+        // Read into uninitialised capacity (no zeroing of large fetch responses).
+        let size = size as usize;
+        let mut frame = BytesMut::with_capacity(size);
+        let mut limited = (&mut read).take(size as u64);
+        let mut eof = false;
+        while frame.len() < size {
+            match limited.read_buf(&mut frame).await {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => return fail_all(&queue, ClientError::Io(e)),
+            }
+        }
+        if eof {
+            break ClientError::Closed;
         }
         let Some(pending) = queue.lock().unwrap().pop_front() else {
             break ClientError::Decode("response to no request".into());
@@ -451,7 +465,11 @@ async fn reader(mut read: tokio::net::tcp::OwnedReadHalf, queue: Arc<Mutex<VecDe
             break ClientError::Closed;
         }
     };
-    // Fail everything still waiting, so no caller hangs on a dead connection.
+    fail_all(&queue, error);
+}
+
+/// Fails everything still waiting, so no caller hangs on a dead connection.
+fn fail_all(queue: &Mutex<VecDeque<Pending>>, error: ClientError) {
     let waiting: Vec<Pending> = queue.lock().unwrap().drain(..).collect();
     for p in waiting {
         let _ = p.reply.send(Err(ClientError::Decode(format!(
