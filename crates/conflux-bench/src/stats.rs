@@ -66,12 +66,13 @@ impl Latencies {
             total: new_histogram(),
         }
     }
-    fn record(&mut self, values_us: impl Iterator<Item = u64>) {
-        for v in values_us {
+    /// Records (latency µs, how many messages had it) pairs.
+    fn record(&mut self, values_us: impl Iterator<Item = (u64, u64)>) {
+        for (v, n) in values_us {
             let v = v.clamp(1, LATENCY_MAX_US);
             // Values are clamped into bounds, so recording cannot fail.
-            let _ = self.interval.record(v);
-            let _ = self.total.record(v);
+            let _ = self.interval.record_n(v, n);
+            let _ = self.total.record_n(v, n);
         }
     }
 }
@@ -128,14 +129,18 @@ impl Stats {
     pub fn record_sent(&self, messages: u64, bytes: u64, latencies_us: impl Iterator<Item = u64>) {
         self.sent_messages.fetch_add(messages, Ordering::Relaxed);
         self.sent_bytes.fetch_add(bytes, Ordering::Relaxed);
-        self.publish.lock().unwrap().record(latencies_us);
+        self.publish
+            .lock()
+            .unwrap()
+            .record(latencies_us.map(|v| (v, 1)));
     }
 
+    /// Consumed messages; latencies come as (µs, message count) pairs.
     pub fn record_received(
         &self,
         messages: u64,
         bytes: u64,
-        latencies_us: impl Iterator<Item = u64>,
+        latencies_us: impl Iterator<Item = (u64, u64)>,
     ) {
         self.received_messages
             .fetch_add(messages, Ordering::Relaxed);
@@ -282,7 +287,7 @@ mod tests {
         let before = stats.counts();
         stats.reset_totals();
         stats.record_sent(2, 200, [1_000, 2_000].into_iter());
-        stats.record_received(2, 200, [5_000, 0].into_iter());
+        stats.record_received(2, 200, [(5_000, 1), (0, 1)].into_iter());
         let window = stats.counts().since(&before);
         assert_eq!(window.sent_messages, 2);
         assert_eq!(window.sent_bytes, 200);
