@@ -29,6 +29,8 @@ pub struct Cli {
 pub enum Command {
     /// Run a broker node until SIGTERM or SIGINT.
     Serve(ServeArgs),
+    /// Benchmark a broker (workloads), or this machine's disk and network limits.
+    Bench(conflux_bench::cli::BenchArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

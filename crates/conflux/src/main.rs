@@ -40,5 +40,6 @@ fn main() -> ExitCode {
                 }
             }
         }
+        cli::Command::Bench(args) => conflux_bench::cli::main(args),
     }
 }
