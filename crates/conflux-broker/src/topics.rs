@@ -85,6 +85,8 @@ pub struct Topic {
     pub(crate) partitions: RwLock<Vec<Arc<Partition>>>,
     /// Bumped after every successful append, so long-polling readers wake without polling.
     appended: tokio::sync::watch::Sender<u64>,
+    /// Bytes and records appended (counted here) and read (counted by the front ends).
+    pub metrics: conflux_metrics::Throughput,
 }
 
 impl Topic {
@@ -122,6 +124,7 @@ impl Topic {
         })?;
         let limit_bytes = self.config.read().max_message_bytes();
         let headers = validate_batches(&records, limit_bytes)?;
+        let (started, size_bytes) = (std::time::Instant::now(), records.len());
         let now = crate::now_ms();
         let rx = {
             let mut states = partition.producers.lock();
@@ -171,6 +174,7 @@ impl Topic {
             }
         }
         let info = result?;
+        crate::metrics::note_appended(self, size_bytes, &headers, started);
         self.appended.send_modify(|n| *n = n.wrapping_add(1));
         Ok(info)
     }
@@ -229,6 +233,7 @@ pub(crate) fn open_topic(
         config: RwLock::new(config),
         partitions: RwLock::new(opened),
         appended: tokio::sync::watch::channel(0).0,
+        metrics: conflux_metrics::Throughput::default(),
     })
 }
 

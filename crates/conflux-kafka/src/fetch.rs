@@ -241,6 +241,7 @@ fn read_partition(
     let limit = partition_max.min(*budget).max(1);
     match log.read(offset, limit) {
         Ok(read) => {
+            conflux_broker::metrics::note_read(topic, &read.records);
             *budget = budget.saturating_sub(read.records.len());
             data.records = Some(read.records);
             data

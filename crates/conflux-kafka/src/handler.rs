@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use conflux_wire::generated::{ApiKey, RequestBody, ResponseHeader};
@@ -41,6 +42,14 @@ impl Handler {
     /// Handles one frame. `Ok(None)` means no response is due (Produce with acks=0).
     /// An error closes the connection, as Kafka does for undecodable requests.
     pub async fn handle(&mut self, frame: Bytes) -> Result<Option<BytesMut>, ConnectionError> {
+        let (api_key, started) = (crate::metrics::frame_api_key(&frame), Instant::now());
+        let result = self.dispatch(frame).await;
+        let apis = &self.ctx.metrics.apis;
+        apis.observe(api_key, started.elapsed(), result.is_err());
+        result
+    }
+
+    async fn dispatch(&mut self, frame: Bytes) -> Result<Option<BytesMut>, ConnectionError> {
         self.ctx
             .metrics
             .requests_total

@@ -68,6 +68,9 @@ pub async fn handle(ctx: &Arc<KafkaContext>, req: ProduceRequest, version: i16) 
                     other => error_code::from_broker(other),
                 };
                 tracing::debug!(topic = %name, partition = index, error = %e, "produce refused");
+                ctx.metrics
+                    .apis
+                    .error(conflux_wire::generated::ApiKey::Produce);
                 PartitionProduceResponse {
                     index,
                     error_code: code,
