@@ -6,7 +6,6 @@
 
 mod cli;
 mod config;
-mod http;
 mod listeners;
 mod logging;
 mod serve;
