@@ -30,7 +30,9 @@ pub(crate) fn note_appended(
     topic.metrics.records_in.add(count);
 }
 
-/// Counts the record batches a read returns (a trailing partial batch is not counted).
+/// Counts the record batches a read returns (a trailing partial batch is not counted). A
+/// long-polling Kafka fetch that re-reads after waiting for `min_bytes` counts its first,
+/// too-small read as well; with the clients' usual `fetch.min.bytes = 1` that never happens.
 pub fn note_read(topic: &Topic, records: &Bytes) {
     if records.is_empty() {
         return;
