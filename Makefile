@@ -36,7 +36,7 @@ test-node: compat-deps build-conflux
 build-conflux:
 	$(CARGO) build --release -j$(JOBS) -p conflux
 
-compat-deps: $(VENV)/.installed $(NODE_DIR)/node_modules/.installed kcat
+compat-deps: $(VENV)/.installed $(NODE_DIR)/node_modules/.installed kcat promtool
 
 # Stamp files make re-runs instant; they are newer than the pins they were installed from.
 $(VENV)/.installed: compat/requirements.txt
@@ -57,6 +57,19 @@ kcat:
 			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null; \
 		else \
 			echo "kcat missing and not root: install it (apt-get install kcat)" >&2; exit 1; \
+		fi; \
+	}
+
+# Prometheus' promtool checks the /metrics exposition (compat/python/test_ops_metrics.py).
+.PHONY: promtool
+promtool:
+	@command -v promtool >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "installing promtool (Debian package prometheus)"; \
+			apt-get update -qq >/dev/null && \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+		else \
+			echo "promtool missing and not root: install it (apt-get install prometheus)" >&2; exit 1; \
 		fi; \
 	}
 

@@ -7,6 +7,7 @@ pub mod broker;
 pub mod error;
 pub mod groups;
 pub mod metadata;
+pub mod metrics;
 pub mod offsets;
 pub mod producer_ids;
 pub mod producers;

@@ -154,6 +154,8 @@ pub struct Topic {
     pub(crate) partitions: RwLock<Vec<Arc<Partition>>>,
     /// Bumped after every successful append, so long-polling readers wake without polling.
     appended: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Bytes and records appended (counted here) and read (counted by the front ends).
+    pub metrics: Arc<conflux_metrics::Throughput>,
 }
 
 impl Topic {
@@ -205,6 +207,7 @@ impl Topic {
             name => Compression::from_name(name),
         };
         let headers = validate_batches(&records, limit_bytes)?;
+        let (started, size_bytes) = (std::time::Instant::now(), records.len());
         if headers.iter().any(BatchHeader::is_control) {
             return Err(BrokerError::InvalidRecord(
                 "clients may not write control batches".into(),
@@ -278,6 +281,9 @@ impl Topic {
                     headers,
                     state: PendingState::Done(info),
                     appended: self.appended.clone(),
+                    metrics: self.metrics.clone(),
+                    size_bytes,
+                    started,
                 });
             }
             let lower_bound = partition.log.log_end_offset();
@@ -298,6 +304,9 @@ impl Topic {
             headers,
             state: PendingState::Queued(rx),
             appended: self.appended.clone(),
+            metrics: self.metrics.clone(),
+            size_bytes,
+            started,
         })
     }
 }
@@ -310,6 +319,9 @@ pub struct PendingAppend {
     headers: Vec<BatchHeader>,
     state: PendingState,
     appended: Arc<tokio::sync::watch::Sender<u64>>,
+    metrics: Arc<conflux_metrics::Throughput>,
+    size_bytes: usize,
+    started: std::time::Instant,
 }
 
 #[derive(Debug)]
@@ -342,6 +354,7 @@ impl PendingAppend {
             }
         }
         let info = result?;
+        crate::metrics::note_appended(&self.metrics, self.size_bytes, &self.headers, self.started);
         self.appended.send_modify(|n| *n = n.wrapping_add(1));
         Ok(info)
     }
@@ -508,6 +521,7 @@ pub(crate) fn open_topic(
         config: RwLock::new(config),
         partitions: RwLock::new(opened),
         appended: Arc::new(tokio::sync::watch::channel(0).0),
+        metrics: Arc::default(),
     })
 }
 

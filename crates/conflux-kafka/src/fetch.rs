@@ -253,6 +253,7 @@ fn read_partition(
     let limit = partition_max.min(*budget).max(1);
     match partition.read(offset, limit, read_committed) {
         Ok((read, aborted)) => {
+            conflux_broker::metrics::note_read(topic, &read.records);
             *budget = budget.saturating_sub(read.records.len());
             data.records = Some(read.records);
             data.last_stable_offset = read.last_stable_offset;

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use conflux_wire::generated::{ApiKey, RequestBody, ResponseHeader};
@@ -61,11 +62,33 @@ impl Handler {
         Handler { ctx, peer }
     }
 
-    /// Handles one frame. Everything but the durability wait of a Produce happens before this
-    /// returns, so requests take effect in the order they arrived; a Produce's response comes
-    /// as [`Reply::Later`]. An error closes the connection, as Kafka does for undecodable
-    /// requests.
+    /// Handles one frame and records its count and latency per API (a produce's latency runs
+    /// until its durability wait ends). Everything but that wait happens before this returns,
+    /// so requests take effect in the order they arrived; a Produce's response comes as
+    /// [`Reply::Later`]. An error closes the connection, as Kafka does for undecodable requests.
     pub async fn handle(&mut self, frame: Bytes) -> Result<Reply, ConnectionError> {
+        let (api_key, started) = (crate::metrics::frame_api_key(&frame), Instant::now());
+        let result = self.dispatch(frame).await;
+        match result {
+            Ok(Reply::Later(pending)) => {
+                let ctx = self.ctx.clone();
+                Ok(Reply::Later(Box::pin(async move {
+                    let response = pending.await;
+                    ctx.metrics.apis.observe(api_key, started.elapsed(), false);
+                    response
+                })))
+            }
+            other => {
+                self.ctx
+                    .metrics
+                    .apis
+                    .observe(api_key, started.elapsed(), other.is_err());
+                other
+            }
+        }
+    }
+
+    async fn dispatch(&mut self, frame: Bytes) -> Result<Reply, ConnectionError> {
         self.ctx
             .metrics
             .requests_total

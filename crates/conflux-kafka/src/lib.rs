@@ -11,6 +11,7 @@ pub mod fetch;
 pub mod groups;
 pub mod handler;
 pub mod metadata;
+pub mod metrics;
 pub mod offsets;
 pub mod produce;
 pub mod server;
@@ -55,6 +56,8 @@ pub struct KafkaMetrics {
     pub connections_active: AtomicI64,
     pub requests_total: AtomicI64,
     pub request_errors_total: AtomicI64,
+    /// Requests, errors and latency per API key.
+    pub apis: metrics::ApiMetrics,
 }
 
 /// Everything a connection needs: the broker, the listener's settings, its metrics.
@@ -62,7 +65,7 @@ pub struct KafkaMetrics {
 pub struct KafkaContext {
     pub broker: Arc<Broker>,
     pub config: KafkaConfig,
-    pub metrics: KafkaMetrics,
+    pub metrics: Arc<KafkaMetrics>,
 }
 
 impl KafkaContext {
@@ -70,7 +73,20 @@ impl KafkaContext {
         Arc::new(KafkaContext {
             broker,
             config,
-            metrics: KafkaMetrics::default(),
+            metrics: Arc::default(),
+        })
+    }
+
+    /// Like [`KafkaContext::new`], recording into `metrics` (shared with `/metrics`).
+    pub fn with_metrics(
+        broker: Arc<Broker>,
+        config: KafkaConfig,
+        metrics: Arc<KafkaMetrics>,
+    ) -> Arc<Self> {
+        Arc::new(KafkaContext {
+            broker,
+            config,
+            metrics,
         })
     }
 }

@@ -11,7 +11,7 @@ use conflux_broker::{BrokerError, Partition};
 use conflux_wire::generated::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use conflux_wire::generated::{ProduceRequest, ProduceResponse};
 
-use crate::{error_code, KafkaContext};
+use crate::{error_code, KafkaContext, KafkaMetrics};
 
 /// The rest of a produce request once its batches are queued: resolves with the response when
 /// every partition's append is durable (or failed, or timed out).
@@ -60,6 +60,7 @@ pub async fn handle(
             started.push((topic_index, name, part.index, begun));
         }
     }
+    let metrics = ctx.metrics.clone();
     Box::pin(async move {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut results: Vec<PartitionResult> = Vec::with_capacity(started.len());
@@ -77,11 +78,15 @@ pub async fn handle(
             };
             results.push((topic_index, name, index, result));
         }
-        respond(results, version)
+        respond(results, version, &metrics)
     })
 }
 
-fn respond(mut results: Vec<PartitionResult>, version: i16) -> ProduceResponse {
+fn respond(
+    mut results: Vec<PartitionResult>,
+    version: i16,
+    metrics: &KafkaMetrics,
+) -> ProduceResponse {
     let mut responses: Vec<TopicProduceResponse> = Vec::new();
     results.sort_by_key(|(ti, _, pi, _)| (*ti, *pi));
     for (_, name, index, result) in results {
@@ -102,6 +107,7 @@ fn respond(mut results: Vec<PartitionResult>, version: i16) -> ProduceResponse {
                     other => error_code::from_broker(other),
                 };
                 tracing::debug!(topic = %name, partition = index, error = %e, "produce refused");
+                metrics.apis.error(conflux_wire::generated::ApiKey::Produce);
                 PartitionProduceResponse {
                     index,
                     error_code: code,

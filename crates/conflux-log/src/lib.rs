@@ -52,9 +52,10 @@ mod segment;
 #[doc(hidden)]
 pub mod test_support;
 
-pub use append::IO_THREADS;
+pub use append::{FSYNC_DURATION, IO_THREADS};
 pub use compaction::CompactionReport;
 pub use config::{CleanupPolicy, FlushPolicy, LogConfig, TimestampType, SEGMENT_SIZE_BYTES_LIMIT};
 pub use error::LogError;
 pub use log::{AppendInfo, PartitionLog, ReadResult};
 pub use maintenance::RetentionReport;
+pub use recovery::{OPENED_CLEAN, OPENED_RECOVERED};

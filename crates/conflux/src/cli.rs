@@ -22,15 +22,46 @@ const DEFAULT_CONFIG_FILE: &str = "conflux.toml";
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Options of the subcommands that talk to a running node.
+    #[command(flatten)]
+    pub client: ClientOpts,
 }
 
-// Planned: `topic`, `group`, `produce`, `consume`, `bench` (each a module of its own).
+/// Where the client subcommands (`topic`, `group`, `produce`, `consume`) send requests, and
+/// how they print answers.
+#[derive(Debug, Args)]
+pub struct ClientOpts {
+    /// Admin API of the node, `http://HOST:PORT` (default: $CONFLUX_SERVER, else
+    /// http://127.0.0.1:8080).
+    #[arg(long, global = true, value_name = "URL")]
+    pub server: Option<String>,
+    /// `table` (human-readable) or `json`.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a broker node until SIGTERM or SIGINT.
     Serve(ServeArgs),
     /// Benchmark a broker (workloads), or this machine's disk and network limits.
     Bench(conflux_bench::cli::BenchArgs),
+    /// Manage topics of a running node.
+    #[command(subcommand)]
+    Topic(crate::admin_cmd::TopicCommand),
+    /// Inspect and manage consumer groups of a running node.
+    #[command(subcommand)]
+    Group(crate::admin_cmd::GroupCommand),
+    /// Write records to a topic (arguments or stdin lines).
+    Produce(crate::records_cmd::ProduceArgs),
+    /// Read records from a topic, optionally as a consumer group.
+    Consume(crate::records_cmd::ConsumeArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -22,7 +22,7 @@ pub const ENV_PREFIX: &str = "CONFLUX_";
 
 /// Environment variables that start with [`ENV_PREFIX`] but are not config keys, so they
 /// must not be rejected as unknown: `CONFLUX_CONFIG` (the `--config` flag), `CONFLUX_BIN`
-/// (the test harness), and the client-side addresses that the design guide's examples
+/// (the test harness), `CONFLUX_SERVER` (the CLI's server address), and the client-side addresses that the design guide's examples
 /// (`shared/seed-examples`) read, which users export in the shell they start the node from.
 const ENV_NOT_KEYS: &[&str] = &[
     "CONFLUX_CONFIG",
@@ -33,7 +33,28 @@ const ENV_NOT_KEYS: &[&str] = &[
     "CONFLUX_AWS",
     "CONFLUX_REGISTRY",
     "CONFLUX_HTTP",
+    SERVER_URL_ENV,
 ];
+
+/// The admin API address the CLI's client subcommands talk to (`--server` overrides it).
+pub const SERVER_URL_ENV: &str = "CONFLUX_SERVER";
+/// The CLI's default admin API address.
+pub const SERVER_URL_DEFAULT: &str = "http://127.0.0.1:8080";
+
+/// The server the CLI talks to: the `--server` flag, else `CONFLUX_SERVER`, else the default.
+pub fn server_url<I>(flag: Option<&str>, vars: I) -> String
+where
+    I: IntoIterator<Item = (String, String)>,
+{
+    flag.map(str::to_owned)
+        .or_else(|| {
+            vars.into_iter()
+                .find(|(k, _)| k == SERVER_URL_ENV)
+                .map(|(_, v)| v)
+        })
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| SERVER_URL_DEFAULT.to_owned())
+}
 
 /// The whole node configuration.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

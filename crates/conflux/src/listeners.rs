@@ -13,16 +13,16 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use conflux_broker::Broker;
+pub use conflux_http::Readiness;
+use conflux_kafka::KafkaMetrics;
 
 use crate::config::Config;
-use crate::http;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type ServeFuture = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
@@ -34,21 +34,8 @@ pub struct ServeContext {
     pub config: Arc<Config>,
     pub readiness: Readiness,
     pub broker: Arc<Broker>,
-}
-
-/// Whether the node is ready for traffic: set once every listener is bound, cleared when
-/// shutdown begins. Reported by `/health/ready`.
-#[derive(Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
-
-impl Readiness {
-    pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::SeqCst);
-    }
-
-    pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
+    /// The Kafka listener's counters, shared with `/metrics`.
+    pub kafka_metrics: Arc<KafkaMetrics>,
 }
 
 /// One protocol front end: its name (the config section it is configured by) and the
@@ -77,17 +64,30 @@ impl Service {
 
 /// The front ends that exist, one per protocol; each `Service` is named by its config section.
 pub fn services(ctx: &ServeContext) -> Vec<Service> {
-    let readiness = ctx.readiness.clone();
     let kafka_ctx = ctx.clone();
+    let http_ctx = ctx.clone();
     vec![
         Service::new("kafka", move |listener, shutdown| async move {
             let config = kafka_listener_config(&kafka_ctx.config, &listener)?;
-            let kafka = conflux_kafka::KafkaContext::new(kafka_ctx.broker.clone(), config);
+            let kafka = conflux_kafka::KafkaContext::with_metrics(
+                kafka_ctx.broker.clone(),
+                config,
+                kafka_ctx.kafka_metrics.clone(),
+            );
             conflux_kafka::serve(listener, kafka, shutdown).await;
             Ok(())
         }),
-        Service::new("http", move |listener, shutdown| {
-            http::serve(listener, readiness, shutdown)
+        Service::new("http", move |listener, shutdown| async move {
+            let kafka_metrics = http_ctx.kafka_metrics.clone();
+            let renderers: Vec<conflux_http::MetricsRenderer> =
+                vec![Arc::new(move |out| kafka_metrics.render(out))];
+            let http = conflux_http::HttpContext::new(
+                http_ctx.broker.clone(),
+                http_ctx.readiness.clone(),
+                renderers,
+            );
+            conflux_http::serve(listener, http, shutdown).await?;
+            Ok(())
         }),
     ]
 }

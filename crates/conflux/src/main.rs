@@ -4,12 +4,15 @@
 //! server failed at run time (a port already in use, a listener crashed), 2 when the command
 //! line or the configuration is invalid.
 
+mod admin_cmd;
 mod cli;
+mod client;
 mod config;
-mod http;
 mod listeners;
 mod logging;
+mod records_cmd;
 mod serve;
+mod table;
 
 use std::process::ExitCode;
 
@@ -17,6 +20,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    let client_opts = cli.client;
     match cli.command {
         cli::Command::Serve(args) => {
             let config = match args.load_config(std::env::vars()) {
@@ -41,5 +45,42 @@ fn main() -> ExitCode {
             }
         }
         cli::Command::Bench(args) => conflux_bench::cli::main(args),
+        command => run_client(&client_opts, command),
+    }
+}
+
+/// Runs a subcommand that talks to a running node; exit code 1 on any failure.
+fn run_client(opts: &cli::ClientOpts, command: cli::Command) -> ExitCode {
+    let server = config::server_url(opts.server.as_deref(), std::env::vars());
+    let output = opts.output;
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("conflux: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        let client = client::Client::new(&server)?;
+        match command {
+            cli::Command::Topic(cmd) => admin_cmd::topic(&client, output, cmd).await,
+            cli::Command::Group(cmd) => admin_cmd::group(&client, output, cmd).await,
+            cli::Command::Produce(args) => records_cmd::produce(&client, output, args).await,
+            cli::Command::Consume(args) => records_cmd::consume(&client, output, args).await,
+            // `serve` (and any other local subcommand) is dispatched in `main`.
+            _ => Err(client::ClientError::BadArgument(
+                "not a client subcommand".into(),
+            )),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("conflux: error: {e}");
+            ExitCode::from(1)
+        }
     }
 }

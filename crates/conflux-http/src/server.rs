@@ -1,25 +1,22 @@
-//! The `[http]` listener: health endpoints for orchestrators and the test harness.
+//! Accepting HTTP/1.1 connections and serving them until shutdown.
 //!
-//! `GET /health/live` answers 200 while the process runs; `GET /health/ready` answers 200
-//! once every listener is bound and 503 before that and during shutdown. The admin API,
-//! `/metrics` and the console will be served from here too (crate `conflux-http`).
+//! At most [`CONNECTIONS_MAX`] connections are served at once (more wait in the accept queue);
+//! a client that does not send its headers within [`HEADER_READ_TIMEOUT`] is dropped. On
+//! shutdown the listener is closed, each connection finishes its request in flight and closes.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::listeners::{BoxError, Readiness};
+use crate::{router, HttpContext};
 
 /// Open HTTP connections beyond this wait in the accept queue.
 const CONNECTIONS_MAX: usize = 1024;
@@ -28,17 +25,21 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
+/// Serves `listener` until `shutdown` is cancelled, then drains open connections.
 pub async fn serve(
     listener: TcpListener,
-    readiness: Readiness,
+    ctx: Arc<HttpContext>,
     shutdown: CancellationToken,
-) -> Result<(), BoxError> {
+) -> std::io::Result<()> {
     let connections = TaskTracker::new();
     let permits = Arc::new(Semaphore::new(CONNECTIONS_MAX));
     loop {
         let permit = tokio::select! {
             _ = shutdown.cancelled() => break,
-            permit = permits.clone().acquire_owned() => permit?,
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
         };
         let stream = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -51,10 +52,12 @@ pub async fn serve(
                 }
             },
         };
-        let readiness = readiness.clone();
+        let ctx = ctx.clone();
         let shutdown = shutdown.clone();
         connections.spawn(async move {
-            serve_connection(stream, readiness, shutdown).await;
+            ctx.connections_active.add(1);
+            serve_connection(stream, ctx.clone(), shutdown).await;
+            ctx.connections_active.add(-1);
             drop(permit);
         });
     }
@@ -64,14 +67,10 @@ pub async fn serve(
     Ok(())
 }
 
-async fn serve_connection(
-    stream: tokio::net::TcpStream,
-    readiness: Readiness,
-    shutdown: CancellationToken,
-) {
+async fn serve_connection(stream: TcpStream, ctx: Arc<HttpContext>, shutdown: CancellationToken) {
     let service = service_fn(move |request| {
-        let response = respond(&request, &readiness);
-        async move { Ok::<_, Infallible>(response) }
+        let ctx = ctx.clone();
+        async move { Ok::<_, Infallible>(router::route(&ctx, request).await) }
     });
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -89,34 +88,4 @@ async fn serve_connection(
     if let Err(e) = result {
         tracing::debug!(error = %e, "http: connection ended with an error");
     }
-}
-
-fn respond(request: &Request<Incoming>, readiness: &Readiness) -> Response<Full<Bytes>> {
-    let path = request.uri().path();
-    let is_health = matches!(path, "/health/live" | "/health/ready");
-    if is_health && request.method() != Method::GET && request.method() != Method::HEAD {
-        return json(
-            StatusCode::METHOD_NOT_ALLOWED,
-            r#"{"error":"method not allowed"}"#,
-        );
-    }
-    match path {
-        "/health/live" => json(StatusCode::OK, r#"{"status":"ok"}"#),
-        "/health/ready" if readiness.is_ready() => json(StatusCode::OK, r#"{"status":"ok"}"#),
-        "/health/ready" => json(
-            StatusCode::SERVICE_UNAVAILABLE,
-            r#"{"status":"unavailable"}"#,
-        ),
-        _ => json(StatusCode::NOT_FOUND, r#"{"error":"not found"}"#),
-    }
-}
-
-fn json(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
-    response
 }
