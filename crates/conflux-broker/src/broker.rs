@@ -15,6 +15,7 @@ use crate::offsets::{OffsetStore, OFFSETS_TOPIC};
 use crate::producer_ids::ProducerIdAllocator;
 use crate::topic_config::{self, TopicConfig};
 use crate::topics::{self, open_topic, Partition, Topic, PARTITIONS_PER_TOPIC_MAX};
+use crate::validation::{RecordValidator, ValidatorSlot};
 
 /// Broker-wide settings (from the `[kafka]`/`[server]` config sections).
 #[derive(Debug, Clone)]
@@ -75,6 +76,8 @@ pub struct Broker {
     pub offsets: OffsetStore,
     /// Unique producer ids for idempotent and transactional producers.
     pub producer_ids: ProducerIdAllocator,
+    /// The record validator every topic's append runs (schema validation).
+    validators: ValidatorSlot,
 }
 
 impl Broker {
@@ -86,12 +89,21 @@ impl Broker {
         let cluster_id = load_or_create_cluster_id(&meta_dir)?;
         let (log, state) = MetaLog::open(&meta_dir)?;
         let mut topics = HashMap::new();
+        let validators = ValidatorSlot::default();
         for (name, t) in &state.topics {
             let cfg = TopicConfig {
                 defaults: config.topic_defaults.clone(),
                 overrides: t.configs.clone(),
             };
-            let topic = open_topic(&logs_dir, name, t.id, t.partitions, cfg, t.internal)?;
+            let topic = open_topic(
+                &logs_dir,
+                name,
+                t.id,
+                t.partitions,
+                cfg,
+                t.internal,
+                validators.clone(),
+            )?;
             topics.insert(name.clone(), Arc::new(topic));
         }
         let offsets_topic = match topics.get(OFFSETS_TOPIC) {
@@ -104,7 +116,15 @@ impl Broker {
                     defaults: config.topic_defaults.clone(),
                     overrides: configs.clone(),
                 };
-                let topic = Arc::new(open_topic(&logs_dir, OFFSETS_TOPIC, id, 1, cfg, true)?);
+                let topic = Arc::new(open_topic(
+                    &logs_dir,
+                    OFFSETS_TOPIC,
+                    id,
+                    1,
+                    cfg,
+                    true,
+                    validators.clone(),
+                )?);
                 let event = MetaEvent::TopicCreated {
                     name: OFFSETS_TOPIC.into(),
                     id,
@@ -118,7 +138,7 @@ impl Broker {
                 log.append(&event, &state)?;
                 topics.insert(OFFSETS_TOPIC.to_string(), topic.clone());
                 return Self::finish_open(
-                    config, cluster_id, logs_dir, log, state, topics, topic, meta_dir,
+                    config, cluster_id, logs_dir, log, state, topics, topic, meta_dir, validators,
                 );
             }
         };
@@ -131,6 +151,7 @@ impl Broker {
             topics,
             offsets_topic,
             meta_dir,
+            validators,
         )
     }
 
@@ -143,6 +164,7 @@ impl Broker {
         topics: HashMap<String, Arc<Topic>>,
         offsets_topic: Arc<Topic>,
         meta_dir: PathBuf,
+        validators: ValidatorSlot,
     ) -> Result<Arc<Broker>> {
         let offsets = OffsetStore::open(offsets_topic)?;
         let producer_ids = ProducerIdAllocator::open(&meta_dir)?;
@@ -157,6 +179,7 @@ impl Broker {
             groups: GroupCoordinator::new(delay),
             offsets,
             producer_ids,
+            validators,
         }))
     }
 
@@ -171,6 +194,11 @@ impl Broker {
     }
     pub fn data_dir(&self) -> &std::path::Path {
         &self.config.data_dir
+    }
+
+    /// Registers the validator that every append runs before it is stored.
+    pub fn set_record_validator(&self, validator: Arc<dyn RecordValidator>) {
+        self.validators.set(validator);
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
@@ -263,6 +291,7 @@ impl Broker {
             partitions,
             cfg,
             internal,
+            self.validators.clone(),
         )?);
         let event = MetaEvent::TopicCreated {
             name: req.name.clone(),

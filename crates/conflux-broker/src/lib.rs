@@ -10,12 +10,15 @@ pub mod metadata;
 pub mod offsets;
 pub mod producer_ids;
 pub mod producers;
+pub mod replay;
 pub mod topic_config;
 pub mod topics;
+pub mod validation;
 
 pub use broker::{Broker, BrokerConfig, NewTopic};
 pub use error::{BrokerError, Result};
 pub use topics::{Partition, Topic};
+pub use validation::{RecordValidator, ValidatorSlot};
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {

@@ -85,6 +85,8 @@ pub struct Topic {
     pub(crate) partitions: RwLock<Vec<Arc<Partition>>>,
     /// Bumped after every successful append, so long-polling readers wake without polling.
     appended: tokio::sync::watch::Sender<u64>,
+    /// The broker's record validator (schema validation), shared by every topic.
+    validator: crate::validation::ValidatorSlot,
 }
 
 impl Topic {
@@ -122,6 +124,7 @@ impl Topic {
         })?;
         let limit_bytes = self.config.read().max_message_bytes();
         let headers = validate_batches(&records, limit_bytes)?;
+        self.check_records(&records)?;
         let now = crate::now_ms();
         let rx = {
             let mut states = partition.producers.lock();
@@ -176,6 +179,22 @@ impl Topic {
     }
 }
 
+impl Topic {
+    /// Runs the registered record validator (schema validation) over a whole append.
+    fn check_records(&self, records: &Bytes) -> Result<()> {
+        let config = self.config.read();
+        self.validator
+            .check(&self.name, &config, records)
+            .map_err(|record_errors| BrokerError::RecordsRejected {
+                message: record_errors.first().map_or_else(
+                    || "the record validator refused the batch".to_string(),
+                    |(i, m)| format!("record {i}: {m}"),
+                ),
+                record_errors,
+            })
+    }
+}
+
 /// Splits a produce payload into its batches' headers, checking each is complete, within the
 /// size limit, and consistent. CRCs are checked by the log as it takes the batches.
 pub fn validate_batches(records: &Bytes, limit_bytes: usize) -> Result<Vec<BatchHeader>> {
@@ -214,6 +233,7 @@ pub(crate) fn open_topic(
     partitions: u32,
     config: TopicConfig,
     internal: bool,
+    validator: crate::validation::ValidatorSlot,
 ) -> Result<Topic> {
     let log_config = config.log_config();
     let mut opened = Vec::with_capacity(partitions as usize);
@@ -229,6 +249,7 @@ pub(crate) fn open_topic(
         config: RwLock::new(config),
         partitions: RwLock::new(opened),
         appended: tokio::sync::watch::channel(0).0,
+        validator,
     })
 }
 

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use conflux_broker::BrokerError;
-use conflux_wire::generated::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use conflux_wire::generated::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use conflux_wire::generated::{ProduceRequest, ProduceResponse};
 
 use crate::{error_code, KafkaContext};
@@ -68,7 +70,21 @@ pub async fn handle(ctx: &Arc<KafkaContext>, req: ProduceRequest, version: i16) 
                     other => error_code::from_broker(other),
                 };
                 tracing::debug!(topic = %name, partition = index, error = %e, "produce refused");
+                let record_errors = match &e {
+                    BrokerError::RecordsRejected { record_errors, .. } if version >= 8 => {
+                        record_errors
+                            .iter()
+                            .map(|(batch_index, message)| BatchIndexAndErrorMessage {
+                                batch_index: *batch_index,
+                                batch_index_error_message: Some(message.clone()),
+                                ..Default::default()
+                            })
+                            .collect()
+                    }
+                    _ => Vec::new(),
+                };
                 PartitionProduceResponse {
+                    record_errors,
                     index,
                     error_code: code,
                     base_offset: -1,
