@@ -41,7 +41,10 @@ def test_schema_registry_js_seed_example(conflux):
     result = run_seed(
         conflux,
         ["node", str(SEEDS / "schema_registry.js")],
-        {"NODE_PATH": str(NODE_MODULES)},
+        {
+            "NODE_PATH": str(NODE_MODULES),
+            "NODE_OPTIONS": f"--require {NODE_MODULES.parent / 'ajv-formats-preload.cjs'}",
+        },
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "OK schema_registry" in result.stdout
