@@ -16,6 +16,7 @@ use crate::producer_ids::ProducerIdAllocator;
 use crate::topic_config::{self, TopicConfig};
 use crate::topics::{self, open_topic, Partition, Topic, PARTITIONS_PER_TOPIC_MAX};
 use crate::transactions::{TransactionCoordinator, TXN_STATE_TOPIC};
+use crate::validation::{RecordValidator, ValidatorSlot};
 
 /// Broker-wide settings (from the `[kafka]`/`[server]` config sections).
 #[derive(Debug, Clone)]
@@ -76,6 +77,8 @@ pub struct Broker {
     pub offsets: OffsetStore,
     /// Unique producer ids for idempotent and transactional producers.
     pub producer_ids: ProducerIdAllocator,
+    /// The record validator every topic's append runs (schema validation).
+    validators: ValidatorSlot,
     /// Transactions, stored in `__transaction_state`.
     pub txns: TransactionCoordinator,
 }
@@ -89,12 +92,21 @@ impl Broker {
         let cluster_id = load_or_create_cluster_id(&meta_dir)?;
         let (mut log, mut state) = MetaLog::open(&meta_dir)?;
         let mut topics = HashMap::new();
+        let validators = ValidatorSlot::default();
         for (name, t) in &state.topics {
             let cfg = TopicConfig {
                 defaults: config.topic_defaults.clone(),
                 overrides: t.configs.clone(),
             };
-            let topic = open_topic(&logs_dir, name, t.id, t.partitions, cfg, t.internal)?;
+            let topic = open_topic(
+                &logs_dir,
+                name,
+                t.id,
+                t.partitions,
+                cfg,
+                t.internal,
+                validators.clone(),
+            )?;
             topics.insert(name.clone(), Arc::new(topic));
         }
         for name in [OFFSETS_TOPIC, TXN_STATE_TOPIC] {
@@ -108,7 +120,15 @@ impl Broker {
                 defaults: config.topic_defaults.clone(),
                 overrides: configs.clone(),
             };
-            let topic = Arc::new(open_topic(&logs_dir, name, id, 1, cfg, true)?);
+            let topic = Arc::new(open_topic(
+                &logs_dir,
+                name,
+                id,
+                1,
+                cfg,
+                true,
+                validators.clone(),
+            )?);
             let event = MetaEvent::TopicCreated {
                 name: name.into(),
                 id,
@@ -120,7 +140,9 @@ impl Broker {
             log.append(&event, &state)?;
             topics.insert(name.to_string(), topic);
         }
-        Self::finish_open(config, cluster_id, logs_dir, log, state, topics, meta_dir)
+        Self::finish_open(
+            config, cluster_id, logs_dir, log, state, topics, meta_dir, validators,
+        )
     }
 
     fn finish_open(
@@ -131,6 +153,7 @@ impl Broker {
         state: MetaState,
         topics: HashMap<String, Arc<Topic>>,
         meta_dir: PathBuf,
+        validators: ValidatorSlot,
     ) -> Result<Arc<Broker>> {
         let internal = |name: &str| {
             topics
@@ -152,6 +175,7 @@ impl Broker {
             groups: GroupCoordinator::new(delay),
             offsets,
             producer_ids,
+            validators,
             txns,
         }))
     }
@@ -167,6 +191,11 @@ impl Broker {
     }
     pub fn data_dir(&self) -> &std::path::Path {
         &self.config.data_dir
+    }
+
+    /// Registers the validator that every append runs before it is stored.
+    pub fn set_record_validator(&self, validator: Arc<dyn RecordValidator>) {
+        self.validators.set(validator);
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
@@ -259,6 +288,7 @@ impl Broker {
             partitions,
             cfg,
             internal,
+            self.validators.clone(),
         )?);
         let event = MetaEvent::TopicCreated {
             name: req.name.clone(),

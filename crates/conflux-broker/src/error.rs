@@ -29,6 +29,12 @@ pub enum BrokerError {
     CorruptMessage(String),
     #[error("invalid record: {0}")]
     InvalidRecord(String),
+    /// A record validator refused these records (index within the append, reason).
+    #[error("{message}")]
+    RecordsRejected {
+        message: String,
+        record_errors: Vec<(i32, String)>,
+    },
     #[error("offset {offset} is out of range [{log_start}, {log_end}]")]
     OffsetOutOfRange {
         offset: i64,

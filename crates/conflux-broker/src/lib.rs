@@ -11,15 +11,18 @@ pub mod metrics;
 pub mod offsets;
 pub mod producer_ids;
 pub mod producers;
+pub mod replay;
 pub mod topic_config;
 pub mod topics;
 pub mod transactions;
 pub mod txn_index;
+pub mod validation;
 
 pub use broker::{Broker, BrokerConfig, NewTopic};
 pub use conflux_log::AppendInfo;
 pub use error::{BrokerError, Result};
 pub use topics::{Partition, PendingAppend, Topic};
+pub use validation::{RecordValidator, ValidatorSlot};
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {

@@ -16,8 +16,6 @@ use crate::topics::Topic;
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// Largest commit metadata string kept (`offset.metadata.max.bytes`).
 pub const METADATA_SIZE_BYTES_MAX: usize = 4096;
-/// Largest decompressed batch read back during replay.
-const REPLAY_BATCH_SIZE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 struct OffsetKey {
@@ -48,28 +46,7 @@ impl OffsetStore {
     /// Replays the offsets topic into memory. Blocking.
     pub fn open(topic: Arc<Topic>) -> Result<OffsetStore> {
         let mut offsets: HashMap<String, GroupOffsets> = HashMap::new();
-        for partition in topic.partitions() {
-            let log = &partition.log;
-            let mut next = log.log_start_offset();
-            while next < log.high_watermark() {
-                let read = log.read(next, 1024 * 1024)?;
-                let mut chunk = read.records;
-                if chunk.is_empty() {
-                    break;
-                }
-                while let Some((header, batch)) = conflux_wire::batch::split_batch(&mut chunk)
-                    .map_err(|e| BrokerError::Storage(format!("{OFFSETS_TOPIC}: {e}")))?
-                {
-                    next = header.last_offset() + 1;
-                    let records =
-                        conflux_wire::records::decode_records(&batch, REPLAY_BATCH_SIZE_BYTES_MAX)
-                            .map_err(|e| BrokerError::Storage(format!("{OFFSETS_TOPIC}: {e}")))?;
-                    for r in records {
-                        apply_record(&mut offsets, r.key.as_deref(), r.value.as_deref());
-                    }
-                }
-            }
-        }
+        crate::replay::replay_records(&topic, |key, value| apply_record(&mut offsets, key, value))?;
         let count: usize = offsets.values().map(HashMap::len).sum();
         tracing::info!(
             groups = offsets.len(),

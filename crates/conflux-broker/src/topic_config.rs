@@ -41,9 +41,27 @@ pub struct ConfigKey {
     pub min: f64,
 }
 
+/// Values of `*.subject.name.strategy`: short names and Confluent's class names.
+const SUBJECT_NAME_STRATEGIES: &[&str] = &[
+    "TopicNameStrategy",
+    "RecordNameStrategy",
+    "TopicRecordNameStrategy",
+    "io.confluent.kafka.serializers.subject.TopicNameStrategy",
+    "io.confluent.kafka.serializers.subject.RecordNameStrategy",
+    "io.confluent.kafka.serializers.subject.TopicRecordNameStrategy",
+];
+/// Values of `conflux.*.schema.validation`.
+const SCHEMA_VALIDATION_MODES: &[&str] = &["false", "true", "id", "payload"];
+
 /// Every topic config key Conflux honours. Defaults match Kafka's.
 pub const TOPIC_CONFIG_KEYS: &[ConfigKey] = &[
     ConfigKey { name: "cleanup.policy", default: "delete", kind: ConfigType::List, doc: "delete, compact, or both", allowed: &["delete", "compact"], min: 0.0 },
+    ConfigKey { name: "confluent.key.schema.validation", default: "false", kind: ConfigType::Boolean, doc: "keys must carry a schema id (magic byte 0 + 4-byte id) registered under the topic's key subject", allowed: &[], min: 0.0 },
+    ConfigKey { name: "confluent.key.subject.name.strategy", default: "TopicNameStrategy", kind: ConfigType::String, doc: "how the key subject is named", allowed: SUBJECT_NAME_STRATEGIES, min: 0.0 },
+    ConfigKey { name: "confluent.value.schema.validation", default: "false", kind: ConfigType::Boolean, doc: "values must carry a schema id (magic byte 0 + 4-byte id) registered under the topic's value subject", allowed: &[], min: 0.0 },
+    ConfigKey { name: "confluent.value.subject.name.strategy", default: "TopicNameStrategy", kind: ConfigType::String, doc: "how the value subject is named", allowed: SUBJECT_NAME_STRATEGIES, min: 0.0 },
+    ConfigKey { name: "conflux.key.schema.validation", default: "false", kind: ConfigType::String, doc: "payload: keys must also validate against their schema; true/id: schema id only", allowed: SCHEMA_VALIDATION_MODES, min: 0.0 },
+    ConfigKey { name: "conflux.value.schema.validation", default: "false", kind: ConfigType::String, doc: "payload: values must also validate against their schema; true/id: schema id only", allowed: SCHEMA_VALIDATION_MODES, min: 0.0 },
     ConfigKey { name: "compression.type", default: "producer", kind: ConfigType::String, doc: "producer keeps the producer's codec; others recompress", allowed: &["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"], min: 0.0 },
     ConfigKey { name: "delete.retention.ms", default: "86400000", kind: ConfigType::Long, doc: "how long tombstones are kept on compacted topics", allowed: &[], min: 0.0 },
     ConfigKey { name: "flush.messages", default: "1", kind: ConfigType::Long, doc: "fsync after this many messages; 1 (the default) means every append is fsync'd before it is acknowledged", allowed: &[], min: 1.0 },

@@ -156,6 +156,8 @@ pub struct Topic {
     appended: Arc<tokio::sync::watch::Sender<u64>>,
     /// Bytes and records appended (counted here) and read (counted by the front ends).
     pub metrics: Arc<conflux_metrics::Throughput>,
+    /// The broker's record validator (schema validation), shared by every topic.
+    validator: crate::validation::ValidatorSlot,
 }
 
 impl Topic {
@@ -227,6 +229,7 @@ impl Topic {
         } else {
             check_records(records, limit_bytes, target)?
         };
+        self.check_with_validator(&records)?;
         let now = crate::now_ms();
         let rx = {
             let mut states = partition.producers.lock();
@@ -361,6 +364,20 @@ impl PendingAppend {
 }
 
 impl Topic {
+    /// Runs the registered record validator (schema validation) over a whole append.
+    fn check_with_validator(&self, records: &Bytes) -> Result<()> {
+        let config = self.config.read();
+        self.validator
+            .check(&self.name, &config, records)
+            .map_err(|record_errors| BrokerError::RecordsRejected {
+                message: record_errors.first().map_or_else(
+                    || "the record validator refused the batch".to_string(),
+                    |(i, m)| format!("record {i}: {m}"),
+                ),
+                record_errors,
+            })
+    }
+
     /// Writes a COMMIT or ABORT marker for `producer_id` to a partition (the transaction
     /// coordinator's WriteTxnMarkers), then updates the partition's transaction index. Waits
     /// for durability. Returns the marker's offset.
@@ -506,6 +523,7 @@ pub(crate) fn open_topic(
     partitions: u32,
     config: TopicConfig,
     internal: bool,
+    validator: crate::validation::ValidatorSlot,
 ) -> Result<Topic> {
     let log_config = config.log_config();
     let mut opened = Vec::with_capacity(partitions as usize);
@@ -522,6 +540,7 @@ pub(crate) fn open_topic(
         partitions: RwLock::new(opened),
         appended: Arc::new(tokio::sync::watch::channel(0).0),
         metrics: Arc::default(),
+        validator,
     })
 }
 

@@ -35,8 +35,6 @@ pub const PARTITIONS_PER_TXN_MAX: usize = 10_000;
 pub const GROUPS_PER_TXN_MAX: usize = 100;
 pub const PENDING_OFFSETS_PER_TXN_MAX: usize = 10_000;
 pub const TRANSACTIONAL_IDS_MAX: usize = 100_000;
-/// Largest decompressed batch read back during replay.
-const REPLAY_BATCH_SIZE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TxnState {
@@ -131,28 +129,7 @@ impl TransactionCoordinator {
     /// Replays `__transaction_state` into memory. Blocking.
     pub fn open(topic: Arc<Topic>) -> crate::Result<TransactionCoordinator> {
         let mut metas = HashMap::new();
-        for partition in topic.partitions() {
-            let log = &partition.log;
-            let mut next = log.log_start_offset();
-            while next < log.high_watermark() {
-                let read = log.read(next, 1024 * 1024)?;
-                let mut chunk = read.records;
-                if chunk.is_empty() {
-                    break;
-                }
-                while let Some((header, batch)) = conflux_wire::batch::split_batch(&mut chunk)
-                    .map_err(|e| BrokerError::Storage(format!("{TXN_STATE_TOPIC}: {e}")))?
-                {
-                    next = header.last_offset() + 1;
-                    let records =
-                        conflux_wire::records::decode_records(&batch, REPLAY_BATCH_SIZE_BYTES_MAX)
-                            .map_err(|e| BrokerError::Storage(format!("{TXN_STATE_TOPIC}: {e}")))?;
-                    for r in records {
-                        apply_record(&mut metas, r.key.as_deref(), r.value.as_deref());
-                    }
-                }
-            }
-        }
+        crate::replay::replay_records(&topic, |key, value| apply_record(&mut metas, key, value))?;
         tracing::info!(transactional_ids = metas.len(), "transaction state loaded");
         Ok(TransactionCoordinator {
             topic,

@@ -86,7 +86,7 @@ pub fn from_broker(e: &BrokerError) -> i16 {
         BrokerError::InvalidConfig(_) => INVALID_CONFIG,
         BrokerError::MessageTooLarge { .. } => MESSAGE_TOO_LARGE,
         BrokerError::CorruptMessage(_) => CORRUPT_MESSAGE,
-        BrokerError::InvalidRecord(_) => INVALID_RECORD,
+        BrokerError::InvalidRecord(_) | BrokerError::RecordsRejected { .. } => INVALID_RECORD,
         BrokerError::OffsetOutOfRange { .. } => OFFSET_OUT_OF_RANGE,
         BrokerError::TopicAuthorizationFailed(_) => TOPIC_AUTHORIZATION_FAILED,
         BrokerError::Storage(_) | BrokerError::Metadata(_) => KAFKA_STORAGE_ERROR,

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use conflux_broker::AppendInfo;
 use conflux_broker::{BrokerError, Partition};
-use conflux_wire::generated::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use conflux_wire::generated::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use conflux_wire::generated::{ProduceRequest, ProduceResponse};
 
 use crate::{error_code, KafkaContext, KafkaMetrics};
@@ -107,8 +109,22 @@ fn respond(
                     other => error_code::from_broker(other),
                 };
                 tracing::debug!(topic = %name, partition = index, error = %e, "produce refused");
+                let record_errors = match &e {
+                    BrokerError::RecordsRejected { record_errors, .. } if version >= 8 => {
+                        record_errors
+                            .iter()
+                            .map(|(batch_index, message)| BatchIndexAndErrorMessage {
+                                batch_index: *batch_index,
+                                batch_index_error_message: Some(message.clone()),
+                                ..Default::default()
+                            })
+                            .collect()
+                    }
+                    _ => Vec::new(),
+                };
                 metrics.apis.error(conflux_wire::generated::ApiKey::Produce);
                 PartitionProduceResponse {
+                    record_errors,
                     index,
                     error_code: code,
                     base_offset: -1,

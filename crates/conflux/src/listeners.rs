@@ -66,6 +66,11 @@ impl Service {
 pub fn services(ctx: &ServeContext) -> Vec<Service> {
     let kafka_ctx = ctx.clone();
     let http_ctx = ctx.clone();
+    // The validator is on the broker from the start; it refuses records of validated topics
+    // until the registry service has loaded `_schemas` and attached it.
+    let validator = conflux_registry::SchemaValidator::new();
+    ctx.broker.set_record_validator(validator.clone());
+    let registry_broker = ctx.broker.clone();
     vec![
         Service::new("kafka", move |listener, shutdown| async move {
             let config = kafka_listener_config(&kafka_ctx.config, &listener)?;
@@ -76,6 +81,14 @@ pub fn services(ctx: &ServeContext) -> Vec<Service> {
             );
             conflux_kafka::serve(listener, kafka, shutdown).await;
             Ok(())
+        }),
+        Service::new("registry", move |listener, shutdown| async move {
+            let broker = registry_broker.clone();
+            let registry =
+                tokio::task::spawn_blocking(move || conflux_registry::Registry::open(&broker))
+                    .await??;
+            validator.attach(registry.clone());
+            conflux_registry::serve(listener, registry, shutdown).await
         }),
         Service::new("http", move |listener, shutdown| async move {
             let kafka_metrics = http_ctx.kafka_metrics.clone();
