@@ -1370,6 +1370,9 @@ async fn run_pump(server: Arc<Server>, queue: Arc<Queue>) {
             let mut inner = queue.inner.lock();
             inner.sub.tick(now);
             dispatch(&queue, &mut inner, now);
+            tracing::debug!(queue = %queue.def.name, ready = inner.sub.ready_len(),
+                unacked = inner.sub.unacked_len(), cursor = inner.sub.cursor(),
+                consumers = inner.consumers.len(), "pump pass");
             let dead = inner.sub.take_dead_letters();
             let checkpoint = if inner.last_checkpoint.elapsed() >= Duration::from_millis(100) {
                 inner.last_checkpoint = std::time::Instant::now();
