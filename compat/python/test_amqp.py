@@ -79,6 +79,17 @@ def test_publisher_confirms_and_basic_get(conflux):
         assert ch.basic_get(q)[0] is None
 
 
+def test_large_message_spans_frames(conflux):
+    body = bytes(range(256)) * 8192  # 2 MiB: many frames, larger than one record batch limit
+    with connect(conflux) as conn:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        q = name("large")
+        ch.queue_declare(q, durable=True)
+        ch.basic_publish("", q, body, pika.BasicProperties(delivery_mode=2))
+        assert get_one(ch, q)[2] == body
+
+
 def test_qos_limits_unacked_deliveries(conflux):
     with connect(conflux) as conn:
         ch = conn.channel()

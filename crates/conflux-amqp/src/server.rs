@@ -572,6 +572,11 @@ impl Server {
             Some(t) => t,
             None => {
                 let mut configs = BTreeMap::new();
+                // A message is one record: allow the largest AMQP body plus its headers.
+                configs.insert(
+                    "max.message.bytes".to_string(),
+                    (self.config.body_size_max.min(1 << 30) + (1 << 20)).to_string(),
+                );
                 if def.args.queue_type != QueueType::Stream {
                     // Acked segments are reclaimed: retention deletes closed segments below
                     // the ack floor.
@@ -1544,16 +1549,38 @@ async fn store_round(server: &Arc<Server>, items: Vec<PipelineItem>) {
     let mut failed: HashSet<usize> = HashSet::new();
     let mut appends = Vec::new();
     for (_, (q, idxs)) in per_queue {
+        // Several batches, each well under the topic's max.message.bytes, in one append.
+        const BATCH_TARGET_BYTES: usize = 512 * 1024;
+        let mut builders = Vec::new();
         let mut b = BatchBuilder::new(jobs[idxs[0]].map_or(0, |j| j.timestamp));
+        let mut size = 0usize;
         for &i in &idxs {
             if let Some(j) = jobs[i] {
+                let rec = j.body.len()
+                    + j.headers
+                        .iter()
+                        .map(|h| h.key.len() + h.value.as_ref().map_or(0, |v| v.len()) + 4)
+                        .sum::<usize>()
+                    + 16;
+                if !b.is_empty() && size + rec > BATCH_TARGET_BYTES {
+                    builders.push(std::mem::replace(&mut b, BatchBuilder::new(j.timestamp)));
+                    size = 0;
+                }
                 b.append(j.timestamp, None, Some(j.body.clone()), j.headers.clone());
+                size += rec;
             }
         }
+        builders.push(b);
         let topic = q.topic.clone();
         let handle = tokio::spawn(async move {
-            let batch = b.build().map_err(|e| e.to_string())?;
-            topic.append(0, batch).await.map_err(|e| e.to_string())
+            let mut all = BytesMut::new();
+            for b in builders {
+                all.extend_from_slice(&b.build().map_err(|e| e.to_string())?);
+            }
+            topic
+                .append(0, all.freeze())
+                .await
+                .map_err(|e| e.to_string())
         });
         appends.push((q, idxs, handle));
     }
