@@ -179,7 +179,7 @@ async fn main() -> Res<()> {
                         let sent =
                             u64::from_be_bytes(pending_body[..8].try_into().unwrap_or([0; 8]));
                         lat.push(now_us().saturating_sub(sent));
-                        if lat.len() % 100 == 0 || lat.len() as u64 == messages {
+                        if lat.len().is_multiple_of(100) || lat.len() as u64 == messages {
                             let m = AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
                                 delivery_tag: tag,
                                 multiple: true,
