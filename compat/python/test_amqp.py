@@ -260,6 +260,43 @@ def test_delivery_limit_dead_letters(conflux):
         assert ch.basic_get(q)[0] is None
 
 
+def test_stream_queue_consumers_read_the_log_independently(conflux):
+    with connect(conflux) as conn:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        q = name("stream")
+        ch.queue_declare(q, durable=True, arguments={"x-queue-type": "stream"})
+        for i in range(3):
+            ch.basic_publish("", q, f"s{i}".encode())
+        ch.basic_qos(prefetch_count=10)
+        seen = {"a": [], "b": []}
+        for who in seen:
+            ch.basic_consume(
+                q,
+                lambda c, m, p, b, who=who: (seen[who].append(b.decode()), c.basic_ack(m.delivery_tag)),
+                arguments={"x-stream-offset": "first"},
+            )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (len(seen["a"]) < 3 or len(seen["b"]) < 3):
+            conn.process_data_events(time_limit=0.1)
+        assert seen == {"a": ["s0", "s1", "s2"], "b": ["s0", "s1", "s2"]}
+
+
+def test_consumer_is_cancelled_when_its_queue_is_deleted(conflux):
+    with connect(conflux) as conn, connect(conflux) as admin:
+        ch = conn.channel()
+        q = name("cancelled")
+        ch.queue_declare(q)
+        cancelled = []
+        tag = ch.basic_consume(q, lambda *a: None)
+        ch.add_on_cancel_callback(lambda frame: cancelled.append(frame.method.consumer_tag))
+        admin.channel().queue_delete(q)
+        deadline = time.monotonic() + 10
+        while not cancelled and time.monotonic() < deadline:
+            conn.process_data_events(time_limit=0.1)
+        assert cancelled == [tag]
+
+
 def test_exclusive_queue_removed_on_disconnect(conflux):
     conn = connect(conflux)
     ch = conn.channel()
