@@ -444,6 +444,27 @@ def test_confirmed_persistent_message_survives_kill9(fresh_conflux):
         assert ch.basic_get(q)[0] is None
 
 
+def test_graceful_restart_keeps_acks_and_definitions(fresh_conflux):
+    q, x = name("restart"), name("restart-x")
+    with connect(fresh_conflux) as conn:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        ch.exchange_declare(x, "fanout", durable=True)
+        ch.queue_declare(q, durable=True)
+        ch.queue_bind(q, x)
+        for i in range(3):
+            ch.basic_publish(x, "", f"r{i}".encode(), pika.BasicProperties(delivery_mode=2))
+        get_one(ch, q)  # acked at once, right before the restart
+    fresh_conflux.restart()
+    with connect(fresh_conflux) as conn:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        ch.exchange_declare(x, "fanout", passive=True)
+        ch.basic_publish(x, "", b"after", pika.BasicProperties(delivery_mode=2))
+        got = [get_one(ch, q)[2] for _ in range(3)]
+        assert got == [b"r1", b"r2", b"after"]
+
+
 def test_amqp_publish_kafka_consume_and_back(conflux):
     confluent_kafka = pytest.importorskip("confluent_kafka")
     q = name("shared")

@@ -1188,6 +1188,19 @@ impl Server {
         self.dead_letter(queue, vec![d]);
     }
 
+    /// Writes every queue's pending subscription checkpoint now (at shutdown). Blocking.
+    pub fn checkpoint_all(&self) {
+        let queues: Vec<Arc<Queue>> = self.vhost.lock().queues.values().cloned().collect();
+        for q in queues {
+            let cp = q.inner.lock().sub.checkpoint();
+            if let Some((path, bytes)) = cp {
+                if let Err(e) = subscription::write_state(&path, &bytes) {
+                    tracing::warn!(queue = %q.def.name, error = %e, "final checkpoint failed");
+                }
+            }
+        }
+    }
+
     /// Statistics of every queue (for `/metrics`, the admin API and management tools).
     pub fn snapshot(&self) -> Vec<QueueStats> {
         let queues: Vec<Arc<Queue>> = self.vhost.lock().queues.values().cloned().collect();
