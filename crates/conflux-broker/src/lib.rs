@@ -12,6 +12,7 @@ pub mod offsets;
 pub mod producer_ids;
 pub mod producers;
 pub mod replay;
+pub mod subscription;
 pub mod topic_config;
 pub mod topics;
 pub mod transactions;
