@@ -94,7 +94,7 @@ enum Protocol {
 }
 
 async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let request_id = uuid::Uuid::new_v4().to_string();
+    let request_id = crate::fast_uuid().to_string();
     let (parts, body) = req.into_parts();
     let host = parts
         .headers

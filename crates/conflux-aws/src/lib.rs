@@ -21,6 +21,12 @@ use conflux_broker::Broker;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+/// A random (v4) UUID from the thread-local generator: message ids, receipt handles and
+/// request ids are made for every message, and the OS generator costs a syscall each.
+pub fn fast_uuid() -> uuid::Uuid {
+    uuid::Builder::from_random_bytes(rand::random()).into_uuid()
+}
+
 /// Listener settings (the `[aws]` config section).
 #[derive(Debug, Clone)]
 pub struct AwsConfig {

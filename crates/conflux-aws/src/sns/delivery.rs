@@ -21,7 +21,7 @@ pub fn send_confirmation(sns: Arc<Sns>, s: SubDef) {
         "http://{host}/?Action=ConfirmSubscription&TopicArn={}&Token={}",
         s.topic_arn, s.token
     );
-    let message_id = uuid::Uuid::new_v4().to_string();
+    let message_id = crate::fast_uuid().to_string();
     let body = json!({
         "Type": "SubscriptionConfirmation",
         "MessageId": message_id,

@@ -417,7 +417,7 @@ impl Sns {
             ));
         }
         let s = SubDef {
-            arn: format!("{topic_arn}:{}", uuid::Uuid::new_v4()),
+            arn: format!("{topic_arn}:{}", crate::fast_uuid()),
             topic_arn,
             protocol: protocol.clone(),
             endpoint,
@@ -649,7 +649,7 @@ impl Sns {
                 dedup = Some(message::hex(&Sha256::digest(e.message.as_bytes())));
             }
         }
-        let message_id = uuid::Uuid::new_v4().to_string();
+        let message_id = crate::fast_uuid().to_string();
         let subs: Vec<SubDef> = self
             .subs
             .read()
@@ -826,8 +826,8 @@ fn attributes_xml(a: &BTreeMap<String, String>) -> String {
 }
 
 fn hex_token() -> String {
-    let a = uuid::Uuid::new_v4();
-    let b = uuid::Uuid::new_v4();
+    let a = crate::fast_uuid();
+    let b = crate::fast_uuid();
     format!("{}{}", a.simple(), b.simple())
 }
 

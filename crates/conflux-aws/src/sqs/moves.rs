@@ -92,7 +92,7 @@ pub fn start(sqs: &Arc<Sqs>, input: &Value) -> AwsResult<Value> {
         ));
     }
     let handle = base64::engine::general_purpose::STANDARD.encode(
-        json!({"taskId": uuid::Uuid::new_v4().to_string(), "sourceArn": source_arn}).to_string(),
+        json!({"taskId": crate::fast_uuid().to_string(), "sourceArn": source_arn}).to_string(),
     );
     let task = Arc::new(MoveTask {
         handle: handle.clone(),

@@ -317,7 +317,7 @@ impl Queue {
             let message_id = m
                 .message_id
                 .clone()
-                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+                .unwrap_or_else(|| crate::fast_uuid().to_string());
             let mut headers = vec![RecordHeader {
                 key: hdr::MESSAGE_ID.into(),
                 value: Some(Bytes::from(message_id.clone())),
@@ -460,7 +460,7 @@ impl Queue {
         let raw = format!(
             "{}\n{created}\n{offset}\n{deliveries}\n{}",
             self.name,
-            uuid::Uuid::new_v4().simple()
+            crate::fast_uuid().simple()
         );
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
     }
