@@ -223,3 +223,37 @@ def test_messages_survive_kill9_and_in_flight_ones_return(fresh_conflux):
     sqs.send_message(QueueUrl=fifo, MessageBody="f0", MessageGroupId="g", MessageDeduplicationId="d0")
     r = sqs.receive_message(QueueUrl=fifo, MaxNumberOfMessages=10, WaitTimeSeconds=1)
     assert [m["Body"] for m in r["Messages"]] == ["f0"]
+
+
+@pytest.mark.timeout(30)
+def test_fifo_receive_attempt_id_retry_returns_the_same_messages(conflux):
+    sqs = client(conflux)
+    url = sqs.create_queue(QueueName=unique("att") + ".fifo",
+                           Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"})["QueueUrl"]
+    for i in range(3):
+        sqs.send_message(QueueUrl=url, MessageBody=f"x{i}", MessageGroupId=f"g{i}")
+    first = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=2, ReceiveRequestAttemptId="try-1")["Messages"]
+    retry = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=2, ReceiveRequestAttemptId="try-1")["Messages"]
+    assert [(m["Body"], m["ReceiptHandle"]) for m in retry] == [(m["Body"], m["ReceiptHandle"]) for m in first]
+    other = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=2, ReceiveRequestAttemptId="try-2")["Messages"]
+    assert [m["Body"] for m in other] == ["x2"]
+
+
+@pytest.mark.timeout(30)
+def test_delete_after_visibility_expiry_and_purge(conflux):
+    sqs = client(conflux)
+    url = sqs.create_queue(QueueName=unique("late"), Attributes={"VisibilityTimeout": "1"})["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="late delete")
+    got = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1)["Messages"]
+    time.sleep(1.3)
+    # Nobody received it since, so the handle still deletes it.
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=got[0]["ReceiptHandle"])
+    assert "Messages" not in sqs.receive_message(QueueUrl=url, WaitTimeSeconds=2)
+    for i in range(3):
+        sqs.send_message(QueueUrl=url, MessageBody=f"p{i}")
+    sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1, VisibilityTimeout=1)
+    sqs.purge_queue(QueueUrl=url)
+    time.sleep(1.2)
+    assert "Messages" not in sqs.receive_message(QueueUrl=url, WaitTimeSeconds=0)
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert (attrs["ApproximateNumberOfMessages"], attrs["ApproximateNumberOfMessagesNotVisible"]) == ("0", "0")

@@ -404,6 +404,8 @@ fn purge_queue(sqs: &Sqs, input: &Value) -> AwsResult<Value> {
     }
     inner.last_purge_ms = now;
     inner.sub.purge();
+    inner.sub.purge_in_flight(now);
+    inner.first_receive.clear();
     Ok(json!({}))
 }
 
@@ -647,23 +649,39 @@ async fn receive_message(sqs: &Sqs, input: &Value) -> AwsResult<Value> {
     let mut sys_names = str_list(input.get("AttributeNames"));
     sys_names.extend(str_list(input.get("MessageSystemAttributeNames")));
     let attr_names = str_list(input.get("MessageAttributeNames"));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait as u64);
-    let got = loop {
-        let notified = q.notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        let got = q.take(max as usize, visibility);
-        if !got.is_empty()
-            || tokio::time::Instant::now() >= deadline
-            || q.deleted.load(Ordering::SeqCst)
-        {
-            break got;
+    let attempt = opt_str(input, "ReceiveRequestAttemptId").filter(|_| q.fifo);
+    if let Some(a) = attempt {
+        if a.is_empty() || a.len() > 128 || !a.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(AwsError::invalid_parameter(
+                "Value for parameter ReceiveRequestAttemptId is invalid.",
+            ));
         }
-        tokio::select! {
-            _ = notified => {}
-            _ = tokio::time::sleep_until(deadline) => {}
+    }
+    let retried = attempt.and_then(|a| q.retried_attempt(a));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait as u64);
+    let got = if let Some(got) = retried {
+        got
+    } else {
+        loop {
+            let notified = q.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let got = q.take(max as usize, visibility);
+            if !got.is_empty()
+                || tokio::time::Instant::now() >= deadline
+                || q.deleted.load(Ordering::SeqCst)
+            {
+                break got;
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
         }
     };
+    if let Some(a) = attempt {
+        q.remember_attempt(a, &got);
+    }
     let msgs: Vec<Value> = got
         .iter()
         .map(|r| received_json(&q, r, &sys_names, &attr_names))

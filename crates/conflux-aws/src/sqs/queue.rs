@@ -44,6 +44,8 @@ pub struct Inner {
     pub first_receive: HashMap<i64, i64>,
     last_checkpoint: Instant,
     pub last_purge_ms: i64,
+    /// FIFO `ReceiveRequestAttemptId` → (expiry, what that receive returned).
+    pub attempts: HashMap<String, (i64, Vec<Received>)>,
 }
 
 pub struct Queue {
@@ -157,6 +159,7 @@ impl Queue {
                 first_receive: HashMap::new(),
                 last_checkpoint: Instant::now(),
                 last_purge_ms: 0,
+                attempts: HashMap::new(),
             }),
             notify: Notify::new(),
             send_lock: tokio::sync::Mutex::new(()),
@@ -455,6 +458,36 @@ impl Queue {
             .collect()
     }
 
+    /// A FIFO receive retried with the same `ReceiveRequestAttemptId` within 5 minutes gets
+    /// the same messages and receipt handles while they are all still in flight unchanged.
+    pub fn retried_attempt(&self, attempt: &str) -> Option<Vec<Received>> {
+        let now = conflux_broker::now_ms();
+        let inner = self.inner.lock();
+        let (expires, got) = inner.attempts.get(attempt)?;
+        let same = *expires > now
+            && got.iter().all(|r| {
+                inner.sub.in_flight_deliveries(r.delivery.message.offset)
+                    == Some(r.delivery.delivery_count)
+            });
+        same.then(|| got.clone())
+    }
+
+    /// Remembers what a FIFO receive with an attempt id returned (bounded, 5-minute window).
+    pub fn remember_attempt(&self, attempt: &str, got: &[Received]) {
+        const ATTEMPTS_MAX: usize = 10_000;
+        let now = conflux_broker::now_ms();
+        let mut inner = self.inner.lock();
+        if inner.attempts.len() >= ATTEMPTS_MAX {
+            inner.attempts.retain(|_, (e, _)| *e > now);
+            if inner.attempts.len() >= ATTEMPTS_MAX {
+                return;
+            }
+        }
+        inner
+            .attempts
+            .insert(attempt.to_string(), (now + 5 * 60 * 1000, got.to_vec()));
+    }
+
     fn receipt(&self, offset: i64, deliveries: u32) -> String {
         let created = self.def.lock().created_ms;
         let raw = format!(
@@ -492,8 +525,12 @@ impl Queue {
         let (offset, deliveries) = self.parse_receipt(handle)?;
         let now = conflux_broker::now_ms();
         let mut inner = self.inner.lock();
-        if inner.sub.in_flight_deliveries(offset) == Some(deliveries) {
-            inner.sub.ack(offset, now);
+        let acked = if inner.sub.in_flight_deliveries(offset) == Some(deliveries) {
+            inner.sub.ack(offset, now)
+        } else {
+            inner.sub.ack_ready(offset, deliveries, now)
+        };
+        if acked {
             inner.first_receive.remove(&offset);
             drop(inner);
             if self.fifo {
@@ -620,6 +657,9 @@ async fn run_pump(sqs: Arc<Sqs>, queue: Arc<Queue>) {
             }
             let checkpoint = if inner.last_checkpoint.elapsed() >= Duration::from_millis(100) {
                 inner.last_checkpoint = Instant::now();
+                // Receive times of messages settled by purge or retention.
+                let floor = inner.sub.ack_floor();
+                inner.first_receive.retain(|o, _| *o >= floor);
                 inner.sub.checkpoint()
             } else {
                 None

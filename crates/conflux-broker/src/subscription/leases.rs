@@ -38,6 +38,35 @@ impl Subscription {
             .map(|f| (f.entry.msg.as_ref(), f.lease_deadline))
     }
 
+    /// Settles a message that is ready again (its lease ended) but was delivered exactly
+    /// `deliveries` times, as an ack: SQS deletes with the latest receipt handle even after
+    /// the visibility timeout passed, as long as nobody received the message since.
+    pub fn ack_ready(&mut self, offset: i64, deliveries: u32, now_ms: i64) -> bool {
+        let key = (0..=255u8).map(|p| (Reverse(p), offset)).find(|k| {
+            self.ready
+                .get(k)
+                .is_some_and(|e| e.deliveries == deliveries)
+        });
+        let Some(key) = key else { return false };
+        let Some(e) = self.take_ready(&key) else {
+            return false;
+        };
+        self.remove_counted(&e);
+        self.settle(e, None, now_ms);
+        true
+    }
+
+    /// Settles every in-flight message as acked (a purge that includes in-flight messages);
+    /// returns how many.
+    pub fn purge_in_flight(&mut self, now_ms: i64) -> u64 {
+        let offsets: Vec<i64> = self.inflight.keys().copied().collect();
+        let n = offsets.len() as u64;
+        for o in offsets {
+            self.ack(o, now_ms);
+        }
+        n
+    }
+
     /// Like [`Subscription::next`], but takes the first ready message (in delivery order,
     /// looking at most `scan_max` messages deep) that `accept` accepts, leased until
     /// `lease_deadline_ms`.
@@ -130,5 +159,11 @@ mod tests {
         s.tick(100);
         let d = s.next_where(1, 100, None, 10, |_| true).unwrap();
         assert_eq!((d.message.offset, d.delivery_count), (0, 2));
+        // Offset 2 came back after one delivery: acked only with that count.
+        assert!(!s.ack_ready(2, 5, 100));
+        assert!(s.ack_ready(2, 1, 100));
+        assert_eq!(s.purge_in_flight(100), 1);
+        assert!(s.is_empty());
+        assert_eq!(s.ack_floor(), 3);
     }
 }
