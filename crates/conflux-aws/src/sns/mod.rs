@@ -89,6 +89,10 @@ pub struct Sns {
 
 type P = BTreeMap<String, String>;
 
+/// Most topics and subscriptions a node holds (limits on what clients control).
+pub const TOPICS_MAX: usize = 10_000;
+pub const SUBSCRIPTIONS_MAX: usize = 100_000;
+
 fn req<'a>(p: &'a P, name: &str) -> AwsResult<&'a str> {
     p.get(name)
         .map(String::as_str)
@@ -317,7 +321,17 @@ impl Sns {
             ));
         }
         let tags = map_param(p, "Tags", "Key", "Value");
+        if tags.len() > 50 {
+            return Err(AwsError::invalid_parameter_sns(
+                "Invalid parameter: Tags: at most 50",
+            ));
+        }
         let mut topics = self.topics.write();
+        if !topics.contains_key(name) && topics.len() >= TOPICS_MAX {
+            return Err(AwsError::invalid_parameter_sns(format!(
+                "Invalid parameter: this node holds at most {TOPICS_MAX} topics"
+            )));
+        }
         if let Some(t) = topics.get(name) {
             if attrs.iter().any(|(k, v)| t.attributes.get(k) != Some(v)) {
                 return Err(AwsError::invalid_parameter_sns(
@@ -416,6 +430,11 @@ impl Sns {
                 escape(&s.arn)
             ));
         }
+        if self.subs.read().len() >= SUBSCRIPTIONS_MAX {
+            return Err(AwsError::invalid_parameter_sns(format!(
+                "Invalid parameter: this node holds at most {SUBSCRIPTIONS_MAX} subscriptions"
+            )));
+        }
         let s = SubDef {
             arn: format!("{topic_arn}:{}", crate::fast_uuid()),
             topic_arn,
@@ -498,7 +517,16 @@ impl Sns {
         let mut topics = self.topics.write();
         let t = topics.get_mut(&name).ok_or_else(|| not_found("Topic"))?;
         match action {
-            "TagResource" => t.tags.extend(map_param(p, "Tags", "Key", "Value")),
+            "TagResource" => {
+                let mut tags = t.tags.clone();
+                tags.extend(map_param(p, "Tags", "Key", "Value"));
+                if tags.len() > 50 {
+                    return Err(AwsError::invalid_parameter_sns(
+                        "Invalid parameter: Tags: a topic has at most 50 tags",
+                    ));
+                }
+                t.tags = tags;
+            }
             "UntagResource" => {
                 let keys = tree(p);
                 for k in keys

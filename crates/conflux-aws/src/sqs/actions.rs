@@ -20,6 +20,8 @@ use crate::message::{self, hdr, AttrValue};
 pub const BATCH_ENTRIES_MAX: usize = 10;
 /// Longest WaitTimeSeconds.
 pub const WAIT_S_MAX: i64 = 20;
+/// Most queues a node holds (each has a topic and a pump task).
+pub const QUEUES_MAX: usize = 10_000;
 
 /// Per-request context.
 pub struct Ctx<'a> {
@@ -185,6 +187,20 @@ fn create_queue(sqs: &Arc<Sqs>, ctx: &Ctx<'_>, input: &Value) -> AwsResult<Value
             return Err(AwsError::queue_name_exists(name));
         }
         return Ok(json!({"QueueUrl": sqs.url(ctx.host, name)}));
+    }
+    if queues.len() >= QUEUES_MAX {
+        return Err(AwsError {
+            kind: "OverLimit",
+            code: "OverLimit",
+            message: format!("This node holds at most {QUEUES_MAX} queues."),
+            status: 403,
+            sender_fault: true,
+        });
+    }
+    if tags.len() > 50 {
+        return Err(AwsError::invalid_parameter(
+            "Too many tags added for queue.",
+        ));
     }
     let mut attributes = attrs::defaults(fifo);
     attributes.extend(given);

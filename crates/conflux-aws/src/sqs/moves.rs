@@ -106,6 +106,18 @@ pub fn start(sqs: &Arc<Sqs>, input: &Value) -> AwsResult<Value> {
         status: Mutex::new("RUNNING"),
         failure: Mutex::new(None),
     });
+    // Finished tasks are kept for ListMessageMoveTasks, the newest 1000 of them.
+    if moves.len() >= 1000 {
+        let mut done: Vec<(i64, String)> = moves
+            .values()
+            .filter(|t| *t.status.lock() != "RUNNING")
+            .map(|t| (t.started_ms, t.handle.clone()))
+            .collect();
+        done.sort();
+        for (_, h) in done.iter().take(moves.len() + 1 - 1000) {
+            moves.remove(h);
+        }
+    }
     moves.insert(handle.clone(), task.clone());
     tokio::spawn(run(sqs.clone(), task));
     Ok(json!({"TaskHandle": handle}))
