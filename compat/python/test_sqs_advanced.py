@@ -257,3 +257,30 @@ def test_delete_after_visibility_expiry_and_purge(conflux):
     assert "Messages" not in sqs.receive_message(QueueUrl=url, WaitTimeSeconds=0)
     attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
     assert (attrs["ApproximateNumberOfMessages"], attrs["ApproximateNumberOfMessagesNotVisible"]) == ("0", "0")
+
+
+@pytest.mark.timeout(40)
+def test_sns_fifo_topic_publish_batch_and_body_filter(conflux):
+    sqs = client(conflux)
+    sns = client(conflux, "sns")
+    topic = sns.create_topic(Name=unique("t") + ".fifo",
+                             Attributes={"FifoTopic": "true", "ContentBasedDeduplication": "true"})["TopicArn"]
+    q = sqs.create_queue(QueueName=unique("fq") + ".fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+    sub = sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn(sqs, q),
+                        Attributes={"RawMessageDelivery": "true",
+                                    "FilterPolicyScope": "MessageBody",
+                                    "FilterPolicy": json.dumps({"order": {"qty": [{"numeric": [">", 1]}]}})},
+                        ReturnSubscriptionArn=True)["SubscriptionArn"]
+    assert sub.startswith(topic)
+    r = sns.publish_batch(TopicArn=topic, PublishBatchRequestEntries=[
+        {"Id": f"e{i}", "Message": json.dumps({"order": {"qty": i}}), "MessageGroupId": "g"}
+        for i in range(4)
+    ])
+    assert sorted(e["Id"] for e in r["Successful"]) == ["e0", "e1", "e2", "e3"] and not r["Failed"]
+    # The same content again is deduplicated downstream (content-based on the topic).
+    sns.publish(TopicArn=topic, Message=json.dumps({"order": {"qty": 3}}), MessageGroupId="g")
+    got = sqs.receive_message(QueueUrl=q, MaxNumberOfMessages=10, WaitTimeSeconds=2)["Messages"]
+    assert [json.loads(m["Body"])["order"]["qty"] for m in got] == [2, 3]
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        sns.publish(TopicArn=topic, Message="no group")
+    assert e.value.response["Error"]["Code"] == "InvalidParameter"
