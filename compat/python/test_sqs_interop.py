@@ -8,6 +8,7 @@ import http.server
 import json
 import queue
 import threading
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -96,3 +97,38 @@ def test_sns_http_subscription_handshake_and_delivery(conflux):
         assert kind == "Notification" and note["Message"] == "to the hook"
     finally:
         httpd.shutdown()
+
+
+@pytest.mark.timeout(30)
+def test_bad_requests_get_protocol_errors(conflux):
+    base = f"http://{conflux.aws}/"
+
+    def post(body: bytes, headers: dict):
+        req = urllib.request.Request(base, data=body, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, dict(r.headers), r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers), e.read()
+
+    json_headers = {"Content-Type": "application/x-amz-json-1.0"}
+    status, headers, body = post(b"{not json", {**json_headers, "X-Amz-Target": "AmazonSQS.ListQueues"})
+    assert status == 400 and json.loads(body)["__type"].endswith("#SerializationException")
+    status, headers, body = post(b"{}", {**json_headers, "X-Amz-Target": "AmazonSQS.NoSuchAction"})
+    assert status == 400 and headers["x-amzn-query-error"] == "InvalidAction;Sender"
+    status, headers, body = post(b"{}", {**json_headers, "X-Amz-Target": "AmazonSQS.SendMessage"})
+    assert status == 400 and json.loads(body)["__type"].endswith("#MissingParameter")
+    status, headers, body = post(b"{\"QueueUrl\": \"http://x/000000000000/nope\"}",
+                                 {**json_headers, "X-Amz-Target": "AmazonSQS.PurgeQueue"})
+    assert status == 400 and json.loads(body)["__type"] == "com.amazonaws.sqs#QueueDoesNotExist"
+    assert headers["x-amzn-query-error"] == "AWS.SimpleQueueService.NonExistentQueue;Sender"
+    status, headers, body = post(b"x" * (2 << 20), {**json_headers, "X-Amz-Target": "AmazonSQS.ListQueues"})
+    assert status == 413
+    sqs = client(conflux)
+    url = sqs.create_queue(QueueName=unique("big"))["QueueUrl"]
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        sqs.send_message(QueueUrl=url, MessageBody="x" * (256 * 1024 + 1))
+    assert e.value.response["Error"]["Code"] == "InvalidParameterValue"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        sqs.receive_message(QueueUrl=url, WaitTimeSeconds=21)
+    assert e.value.response["Error"]["Code"] == "InvalidParameterValue"

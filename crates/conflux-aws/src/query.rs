@@ -266,4 +266,19 @@ mod tests {
         );
         assert!(x.contains("<Message><Attribute><Name>SentTimestamp</Name><Value>1</Value></Attribute><Body>a&lt;b</Body></Message>"), "{x}");
     }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_forms_never_panic(
+            pairs in proptest::collection::vec(("[A-Za-z0-9.]{0,40}", ".{0,20}"), 0..40)
+        ) {
+            let body: String = pairs
+                .iter()
+                .map(|(k, v)| format!("{}={}&", k, v.replace(['&', '='], "")))
+                .collect();
+            let input = to_json_input(&parse_form(body.as_bytes()));
+            let _ = to_xml("Any", &input, "r", "ns");
+            let _ = crate::message::parse_attributes(input.get("MessageAttributes"));
+        }
+    }
 }
