@@ -4,6 +4,7 @@
 //! into calls on [`Broker`] and translate [`BrokerError`] back into their protocol's errors.
 
 pub mod broker;
+pub mod dedup;
 pub mod error;
 pub mod groups;
 pub mod metadata;

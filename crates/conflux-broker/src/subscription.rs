@@ -23,6 +23,8 @@
 //! acked offsets, and every other message is delivered again — flagged as redelivered when it
 //! had been delivered before.
 
+mod leases;
+
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};

@@ -245,11 +245,34 @@ listener_section!(
     NatsConfig,
     "0.0.0.0:4222"
 );
-listener_section!(
-    /// `[aws]`: the SQS/SNS endpoint.
-    AwsConfig,
-    "0.0.0.0:9324"
-);
+/// `[aws]`: the SQS/SNS endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AwsConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    /// Account id in queue URLs and ARNs.
+    pub account_id: String,
+    /// Region in ARNs.
+    pub region: String,
+    /// `host:port` in queue URLs; empty: the request's `Host` header.
+    pub advertised_host: String,
+    /// SigV4 credentials accepted (access key id = secret); empty: requests are not verified.
+    pub credentials: BTreeMap<String, String>,
+}
+
+impl Default for AwsConfig {
+    fn default() -> Self {
+        AwsConfig {
+            enabled: true,
+            listen: addr("0.0.0.0:9324"),
+            account_id: "000000000000".to_owned(),
+            region: "us-east-1".to_owned(),
+            advertised_host: String::new(),
+            credentials: BTreeMap::new(),
+        }
+    }
+}
 listener_section!(
     /// `[registry]`: the Confluent schema-registry REST API.
     RegistryConfig,
@@ -337,6 +360,9 @@ const KEYS: &[(&str, Kind)] = &[
     ("nats.listen", Kind::Str),
     ("aws.enabled", Kind::Bool),
     ("aws.listen", Kind::Str),
+    ("aws.account_id", Kind::Str),
+    ("aws.region", Kind::Str),
+    ("aws.advertised_host", Kind::Str),
     ("registry.enabled", Kind::Bool),
     ("registry.listen", Kind::Str),
     ("http.enabled", Kind::Bool),

@@ -72,6 +72,7 @@ pub fn services(ctx: &ServeContext) -> Vec<Service> {
     ctx.broker.set_record_validator(validator.clone());
     let registry_broker = ctx.broker.clone();
     let amqp_ctx = ctx.clone();
+    let aws_ctx = ctx.clone();
     vec![
         Service::new("kafka", move |listener, shutdown| async move {
             let config = kafka_listener_config(&kafka_ctx.config, &listener)?;
@@ -86,6 +87,11 @@ pub fn services(ctx: &ServeContext) -> Vec<Service> {
         Service::new("amqp", move |listener, shutdown| async move {
             let config = amqp_listener_config(&amqp_ctx.config);
             conflux_amqp::run(listener, amqp_ctx.broker.clone(), config, shutdown).await;
+            Ok(())
+        }),
+        Service::new("aws", move |listener, shutdown| async move {
+            let config = aws_listener_config(&aws_ctx.config);
+            conflux_aws::run(listener, aws_ctx.broker.clone(), config, shutdown).await?;
             Ok(())
         }),
         Service::new("registry", move |listener, shutdown| async move {
@@ -153,5 +159,21 @@ fn amqp_listener_config(config: &Config) -> conflux_amqp::AmqpConfig {
         connections_max: a.connections_max as usize,
         redelivery_backoff_base_ms: a.redelivery_backoff_base_ms,
         redelivery_backoff_max_ms: a.redelivery_backoff_max_ms,
+    }
+}
+
+/// The AWS endpoint's settings from `[aws]`.
+fn aws_listener_config(config: &Config) -> conflux_aws::AwsConfig {
+    let a = &config.aws;
+    conflux_aws::AwsConfig {
+        account_id: a.account_id.clone(),
+        region: a.region.clone(),
+        advertised_host: (!a.advertised_host.is_empty()).then(|| a.advertised_host.clone()),
+        credentials: a
+            .credentials
+            .iter()
+            .map(|(k, s)| (k.clone(), s.clone()))
+            .collect(),
+        ..conflux_aws::AwsConfig::default()
     }
 }

@@ -1,0 +1,817 @@
+//! SQS actions over the JSON 1.0 shapes (the query protocol is translated to and from these
+//! shapes in `query`). Each takes the request object and returns the response object.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::{json, Map, Value};
+
+use super::attrs;
+use super::moves;
+use super::queue::{Outgoing, Queue, QueueDef, Received};
+use super::Sqs;
+use crate::error::{AwsError, AwsResult};
+use crate::message::{self, hdr, AttrValue};
+
+/// Entries per batch request.
+pub const BATCH_ENTRIES_MAX: usize = 10;
+/// Longest WaitTimeSeconds.
+pub const WAIT_S_MAX: i64 = 20;
+/// Most queues a node holds (each has a topic and a pump task).
+pub const QUEUES_MAX: usize = 10_000;
+
+/// Per-request context.
+pub struct Ctx<'a> {
+    pub host: &'a str,
+}
+
+pub async fn dispatch(
+    sqs: &Arc<Sqs>,
+    ctx: &Ctx<'_>,
+    action: &str,
+    input: &Value,
+) -> AwsResult<Value> {
+    match action {
+        "CreateQueue" => create_queue(sqs, ctx, input),
+        "GetQueueUrl" => {
+            let name = req_str(input, "QueueName")?;
+            let q = sqs.queue(name)?;
+            Ok(json!({"QueueUrl": sqs.url(ctx.host, &q.name)}))
+        }
+        "ListQueues" => list_queues(sqs, ctx, input),
+        "DeleteQueue" => delete_queue(sqs, input),
+        "GetQueueAttributes" => get_queue_attributes(sqs, input),
+        "SetQueueAttributes" => set_queue_attributes(sqs, input),
+        "PurgeQueue" => purge_queue(sqs, input),
+        "SendMessage" => send_message(sqs, input).await,
+        "SendMessageBatch" => send_message_batch(sqs, input).await,
+        "ReceiveMessage" => receive_message(sqs, input).await,
+        "DeleteMessage" => {
+            let q = queue_of(sqs, input)?;
+            q.delete(req_str(input, "ReceiptHandle")?)?;
+            Ok(json!({}))
+        }
+        "DeleteMessageBatch" => delete_message_batch(sqs, input),
+        "ChangeMessageVisibility" => {
+            let q = queue_of(sqs, input)?;
+            let timeout = req_int(input, "VisibilityTimeout")?;
+            q.change_visibility(req_str(input, "ReceiptHandle")?, timeout)?;
+            Ok(json!({}))
+        }
+        "ChangeMessageVisibilityBatch" => change_visibility_batch(sqs, input),
+        "TagQueue" => tag_queue(sqs, input),
+        "UntagQueue" => untag_queue(sqs, input),
+        "ListQueueTags" => {
+            let q = queue_of(sqs, input)?;
+            let tags = q.def.lock().tags.clone();
+            Ok(if tags.is_empty() {
+                json!({})
+            } else {
+                json!({"Tags": tags})
+            })
+        }
+        "ListDeadLetterSourceQueues" => list_dead_letter_sources(sqs, ctx, input),
+        "StartMessageMoveTask" => moves::start(sqs, input),
+        "CancelMessageMoveTask" => moves::cancel(sqs, input),
+        "ListMessageMoveTasks" => moves::list(sqs, input),
+        "AddPermission" => add_permission(sqs, input),
+        "RemovePermission" => remove_permission(sqs, input),
+        other => Err(AwsError::invalid_action(other)),
+    }
+}
+
+// ---- parameter helpers ------------------------------------------------------------------
+
+pub fn req_str<'a>(input: &'a Value, name: &str) -> AwsResult<&'a str> {
+    match input.get(name) {
+        Some(Value::String(s)) => Ok(s),
+        Some(Value::Null) | None => Err(AwsError::missing_parameter(name)),
+        Some(_) => Err(AwsError::invalid_parameter(format!(
+            "Value for parameter {name} is invalid."
+        ))),
+    }
+}
+
+pub fn opt_str<'a>(input: &'a Value, name: &str) -> Option<&'a str> {
+    input.get(name).and_then(Value::as_str)
+}
+
+/// Integers arrive as JSON numbers (JSON protocol) or strings (query protocol).
+pub fn opt_int(input: &Value, name: &str) -> AwsResult<Option<i64>> {
+    match input.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n.as_i64().map(Some).ok_or_else(|| bad_int(name)),
+        Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| bad_int(name)),
+        Some(_) => Err(bad_int(name)),
+    }
+}
+
+fn bad_int(name: &str) -> AwsError {
+    AwsError::invalid_parameter(format!(
+        "Value for parameter {name} is invalid. Reason: must be an integer."
+    ))
+}
+
+pub fn req_int(input: &Value, name: &str) -> AwsResult<i64> {
+    opt_int(input, name)?.ok_or_else(|| AwsError::missing_parameter(name))
+}
+
+fn str_map(v: Option<&Value>, what: &str) -> AwsResult<BTreeMap<String, String>> {
+    let Some(v) = v else {
+        return Ok(BTreeMap::new());
+    };
+    let Some(m) = v.as_object() else {
+        return Err(AwsError::invalid_parameter(format!(
+            "{what} must be a map."
+        )));
+    };
+    m.iter()
+        .map(|(k, v)| match v {
+            Value::String(s) => Ok((k.clone(), s.clone())),
+            Value::Number(n) => Ok((k.clone(), n.to_string())),
+            Value::Bool(b) => Ok((k.clone(), b.to_string())),
+            _ => Err(AwsError::invalid_parameter(format!(
+                "Value for {what} {k} is invalid."
+            ))),
+        })
+        .collect()
+}
+
+fn str_list(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn queue_of(sqs: &Sqs, input: &Value) -> AwsResult<Arc<Queue>> {
+    sqs.queue_by_url(req_str(input, "QueueUrl")?)
+}
+
+fn valid_queue_name(name: &str) -> bool {
+    let base = name.strip_suffix(".fifo").unwrap_or(name);
+    !base.is_empty()
+        && name.len() <= 80
+        && base
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+// ---- queues -----------------------------------------------------------------------------
+
+fn create_queue(sqs: &Arc<Sqs>, ctx: &Ctx<'_>, input: &Value) -> AwsResult<Value> {
+    let name = req_str(input, "QueueName")?;
+    let given = str_map(input.get("Attributes"), "Attributes")?;
+    let fifo_attr = given.get("FifoQueue").map(String::as_str) == Some("true");
+    if !valid_queue_name(name) || fifo_attr != name.ends_with(".fifo") {
+        return Err(AwsError::invalid_parameter(
+            "Can only include alphanumeric characters, hyphens, or underscores. 1 to 80 in length. A FIFO queue name must end with the .fifo suffix, and only FIFO queues may.",
+        ));
+    }
+    let fifo = fifo_attr;
+    attrs::validate(&given, fifo, true)?;
+    check_redrive_target(sqs, name, &given)?;
+    let tags = str_map(input.get("tags").or(input.get("Tags")), "Tags")?;
+    // One creation at a time keeps "idempotent, conflicts rejected" exact.
+    let mut queues = sqs.queues.write();
+    if let Some(q) = queues.get(name) {
+        let def = q.def.lock();
+        let conflict = given.iter().any(|(k, v)| def.attributes.get(k) != Some(v));
+        if conflict {
+            return Err(AwsError::queue_name_exists(name));
+        }
+        return Ok(json!({"QueueUrl": sqs.url(ctx.host, name)}));
+    }
+    if queues.len() >= QUEUES_MAX {
+        return Err(AwsError {
+            kind: "OverLimit",
+            code: "OverLimit",
+            message: format!("This node holds at most {QUEUES_MAX} queues."),
+            status: 403,
+            sender_fault: true,
+        });
+    }
+    if tags.len() > 50 {
+        return Err(AwsError::invalid_parameter(
+            "Too many tags added for queue.",
+        ));
+    }
+    let mut attributes = attrs::defaults(fifo);
+    attributes.extend(given);
+    let now = conflux_broker::now_ms();
+    let def = QueueDef {
+        name: name.to_string(),
+        created_ms: now,
+        modified_ms: now,
+        attributes,
+        tags,
+        permissions: Vec::new(),
+    };
+    persist(sqs, &def)?;
+    let q = Queue::open(sqs, def)?;
+    queues.insert(name.to_string(), q);
+    Ok(json!({"QueueUrl": sqs.url(ctx.host, name)}))
+}
+
+fn persist(sqs: &Sqs, def: &QueueDef) -> AwsResult<()> {
+    let v = serde_json::to_value(def).map_err(|e| AwsError::internal(e.to_string()))?;
+    sqs.broker
+        .set_routing(&format!("aws/sqs/queue/{}", def.name), v)
+        .map_err(|e| AwsError::internal(format!("storage error: {e}")))
+}
+
+fn check_redrive_target(
+    sqs: &Sqs,
+    name: &str,
+    attrs_in: &BTreeMap<String, String>,
+) -> AwsResult<()> {
+    let Some(p) = attrs_in.get("RedrivePolicy") else {
+        return Ok(());
+    };
+    let Some(r) = attrs::parse_redrive(p)? else {
+        return Ok(());
+    };
+    let bad = |why: &str| {
+        AwsError::invalid_parameter(format!(
+            "Value {p} for parameter RedrivePolicy is invalid. Reason: {why}"
+        ))
+    };
+    let target = sqs
+        .queue_by_arn(&r.target_arn)
+        .map_err(|_| bad("Dead-letter target does not exist."))?;
+    if target.fifo != name.ends_with(".fifo") {
+        return Err(bad(
+            "Dead-letter queue must be same type of queue as the source.",
+        ));
+    }
+    if target.name == name {
+        return Err(bad("Dead-letter target can't be the source queue."));
+    }
+    let allow = target
+        .def
+        .lock()
+        .attributes
+        .get("RedriveAllowPolicy")
+        .cloned();
+    if !attrs::redrive_allowed(allow.as_ref(), &sqs.arn(name)) {
+        return Err(bad(
+            "Queue is not allowed to use the dead-letter target by its RedriveAllowPolicy.",
+        ));
+    }
+    Ok(())
+}
+
+fn list_queues(sqs: &Sqs, ctx: &Ctx<'_>, input: &Value) -> AwsResult<Value> {
+    let prefix = opt_str(input, "QueueNamePrefix").unwrap_or("");
+    let max = opt_int(input, "MaxResults")?;
+    if max.is_some_and(|m| !(1..=1000).contains(&m)) {
+        return Err(AwsError::invalid_parameter(
+            "Value for parameter MaxResults is invalid. Reason: MaxResults must be an integer between 1 and 1000.",
+        ));
+    }
+    let after = match opt_str(input, "NextToken") {
+        Some(t) => Some(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(t)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| AwsError::invalid_parameter("Invalid NextToken value."))?,
+        ),
+        None => None,
+    };
+    let queues = sqs.queues.read();
+    let names: Vec<&String> = queues
+        .keys()
+        .filter(|n| n.starts_with(prefix))
+        .filter(|n| after.as_ref().is_none_or(|a| n.as_str() > a.as_str()))
+        .collect();
+    let limit = max.unwrap_or(1000) as usize;
+    let page: Vec<String> = names
+        .iter()
+        .take(limit)
+        .map(|n| sqs.url(ctx.host, n))
+        .collect();
+    let mut out = Map::new();
+    if !page.is_empty() {
+        out.insert("QueueUrls".into(), json!(page));
+    }
+    if max.is_some() && names.len() > limit {
+        let last = names[limit - 1];
+        out.insert(
+            "NextToken".into(),
+            json!(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(last)),
+        );
+    }
+    Ok(Value::Object(out))
+}
+
+fn delete_queue(sqs: &Arc<Sqs>, input: &Value) -> AwsResult<Value> {
+    let q = queue_of(sqs, input)?;
+    sqs.queues.write().remove(&q.name);
+    q.deleted.store(true, Ordering::SeqCst);
+    q.notify.notify_waiters();
+    sqs.broker
+        .remove_routing(&format!("aws/sqs/queue/{}", q.name))
+        .map_err(|e| AwsError::internal(format!("storage error: {e}")))?;
+    if let Err(e) = sqs.broker.delete_topic(&q.name) {
+        tracing::warn!(queue = %q.name, error = %e, "deleting the queue's topic failed");
+    }
+    let _ = std::fs::remove_file(sqs.state_path(&q.name));
+    Ok(json!({}))
+}
+
+fn get_queue_attributes(sqs: &Sqs, input: &Value) -> AwsResult<Value> {
+    let q = queue_of(sqs, input)?;
+    let names = str_list(input.get("AttributeNames"));
+    let all = names.iter().any(|n| n == "All");
+    let def = q.def.lock().clone();
+    let (visible, inflight, delayed) = q.counts();
+    let mut out = Map::new();
+    let mut put = |k: &str, v: String| {
+        if all || names.iter().any(|n| n == k) {
+            out.insert(k.to_string(), Value::String(v));
+        }
+    };
+    for (k, v) in &def.attributes {
+        put(k, v.clone());
+    }
+    put("QueueArn", q.arn.clone());
+    put("ApproximateNumberOfMessages", visible.to_string());
+    put(
+        "ApproximateNumberOfMessagesNotVisible",
+        inflight.to_string(),
+    );
+    put("ApproximateNumberOfMessagesDelayed", delayed.to_string());
+    put("CreatedTimestamp", (def.created_ms / 1000).to_string());
+    put(
+        "LastModifiedTimestamp",
+        (def.modified_ms / 1000).to_string(),
+    );
+    for n in &names {
+        let known = n == "All"
+            || attrs::COMPUTED.contains(&n.as_str())
+            || attrs::validate(&BTreeMap::from([(n.clone(), String::new())]), q.fifo, false)
+                .map_or_else(|e| e.kind != "InvalidAttributeName", |_| true);
+        if !known {
+            return Err(AwsError::invalid_attribute_name(n));
+        }
+    }
+    Ok(if out.is_empty() {
+        json!({})
+    } else {
+        json!({"Attributes": out})
+    })
+}
+
+fn set_queue_attributes(sqs: &Sqs, input: &Value) -> AwsResult<Value> {
+    let q = queue_of(sqs, input)?;
+    let given = str_map(input.get("Attributes"), "Attributes")?;
+    if given.is_empty() {
+        return Err(AwsError::missing_parameter("Attributes"));
+    }
+    if given.contains_key("FifoQueue") {
+        return Err(AwsError::invalid_attribute_name("FifoQueue"));
+    }
+    attrs::validate(&given, q.fifo, false)?;
+    check_redrive_target(sqs, &q.name, &given)?;
+    let def = {
+        let mut def = q.def.lock();
+        for (k, v) in given {
+            if v.is_empty()
+                && matches!(
+                    k.as_str(),
+                    "RedrivePolicy" | "RedriveAllowPolicy" | "Policy"
+                )
+            {
+                def.attributes.remove(&k);
+            } else {
+                def.attributes.insert(k, v);
+            }
+        }
+        def.modified_ms = conflux_broker::now_ms();
+        def.clone()
+    };
+    persist(sqs, &def)?;
+    q.reconfigure();
+    Ok(json!({}))
+}
+
+fn purge_queue(sqs: &Sqs, input: &Value) -> AwsResult<Value> {
+    let q = queue_of(sqs, input)?;
+    let now = conflux_broker::now_ms();
+    let mut inner = q.inner.lock();
+    if inner.last_purge_ms != 0 && now - inner.last_purge_ms < 60_000 {
+        return Err(AwsError {
+            kind: "PurgeQueueInProgress",
+            code: "AWS.SimpleQueueService.PurgeQueueInProgress",
+            message: format!(
+                "Only one PurgeQueue operation on {} is allowed every 60 seconds.",
+                q.name
+            ),
+            status: 403,
+            sender_fault: true,
+        });
+    }
+    inner.last_purge_ms = now;
+    inner.sub.purge();
+    inner.sub.purge_in_flight(now);
+    inner.first_receive.clear();
+    Ok(json!({}))
+}
+
+fn tag_queue(sqs: &Sqs, input: &Value) -> AwsResult<Value> {
+    let q = queue_of(sqs, input)?;
+    let tags = str_map(input.get("Tags"), "Tags")?;
+    let def = {
+        let mut def = q.def.lock();
+        def.tags.extend(tags);
+        if def.tags.len() > 50 {
+            return Err(AwsError::invalid_parameter(
+                "Too many tags added for queue.",
+            ));
+        }
+        def.clone()
+    };
+    persist(sqs, &def)?;
+    Ok(json!({}))
+}
+
+fn untag_queue(sqs: &Sqs, input: &Value) -> AwsResult<Value> {
+    let q = queue_of(sqs, input)?;
+    let keys = str_list(input.get("TagKeys"));
+    let def = {
+        let mut def = q.def.lock();
+        for k in keys {
+            def.tags.remove(&k);
+        }
+        def.clone()
+    };
+    persist(sqs, &def)?;
+    Ok(json!({}))
+}
+
+fn add_permission(sqs: &Sqs, input: &Value) -> AwsResult<Value> {
+    let q = queue_of(sqs, input)?;
+    let label = req_str(input, "Label")?.to_string();
+    if str_list(input.get("AWSAccountIds")).is_empty() {
+        return Err(AwsError::missing_parameter("AWSAccountIds"));
+    }
+    if str_list(input.get("Actions")).is_empty() {
+        return Err(AwsError::missing_parameter("Actions"));
+    }
+    let def = {
+        let mut def = q.def.lock();
+        if def.permissions.contains(&label) {
+            return Err(AwsError::invalid_parameter(format!(
+                "Value {label} for parameter Label is invalid. Reason: Already exists."
+            )));
+        }
+        def.permissions.push(label);
+        def.clone()
+    };
+    persist(sqs, &def)?;
+    Ok(json!({}))
+}
+
+fn remove_permission(sqs: &Sqs, input: &Value) -> AwsResult<Value> {
+    let q = queue_of(sqs, input)?;
+    let label = req_str(input, "Label")?;
+    let def = {
+        let mut def = q.def.lock();
+        let before = def.permissions.len();
+        def.permissions.retain(|l| l != label);
+        if def.permissions.len() == before {
+            return Err(AwsError::invalid_parameter(format!(
+                "Value {label} for parameter Label is invalid. Reason: can't find label on existing policy."
+            )));
+        }
+        def.clone()
+    };
+    persist(sqs, &def)?;
+    Ok(json!({}))
+}
+
+fn list_dead_letter_sources(sqs: &Sqs, ctx: &Ctx<'_>, input: &Value) -> AwsResult<Value> {
+    let q = queue_of(sqs, input)?;
+    let urls: Vec<String> = sqs
+        .queues
+        .read()
+        .values()
+        .filter(|s| s.redrive().is_some_and(|r| r.target_arn == q.arn))
+        .map(|s| sqs.url(ctx.host, &s.name))
+        .collect();
+    Ok(json!({"queueUrls": urls}))
+}
+
+// ---- messages ---------------------------------------------------------------------------
+
+fn outgoing(input: &Value) -> AwsResult<Outgoing> {
+    let body = match input.get("MessageBody") {
+        Some(Value::String(s)) => s.clone(),
+        _ => return Err(AwsError::missing_parameter("MessageBody")),
+    };
+    let trace = input
+        .get("MessageSystemAttributes")
+        .and_then(|m| m.get("AWSTraceHeader"))
+        .and_then(|a| a.get("StringValue"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    Ok(Outgoing {
+        body,
+        attrs: message::parse_attributes(input.get("MessageAttributes"))?,
+        delay_s: opt_int(input, "DelaySeconds")?,
+        group: opt_str(input, "MessageGroupId").map(str::to_string),
+        dedup: opt_str(input, "MessageDeduplicationId").map(str::to_string),
+        trace,
+        extra: Vec::new(),
+        message_id: None,
+    })
+}
+
+fn sent_json(s: &super::queue::Sent) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("MessageId".into(), json!(s.message_id));
+    m.insert("MD5OfMessageBody".into(), json!(s.md5_body));
+    if let Some(a) = &s.md5_attrs {
+        m.insert("MD5OfMessageAttributes".into(), json!(a));
+    }
+    if let Some(a) = &s.md5_system {
+        m.insert("MD5OfMessageSystemAttributes".into(), json!(a));
+    }
+    if let Some(seq) = &s.sequence {
+        m.insert("SequenceNumber".into(), json!(seq));
+    }
+    m
+}
+
+async fn send_message(sqs: &Sqs, input: &Value) -> AwsResult<Value> {
+    let q = queue_of(sqs, input)?;
+    let mut m = outgoing(input)?;
+    q.check(&mut m)?;
+    let sent = q
+        .send(vec![m])
+        .await
+        .pop()
+        .unwrap_or_else(|| Err(AwsError::internal("lost")))?;
+    Ok(Value::Object(sent_json(&sent)))
+}
+
+/// Checks a batch's entry list: present, at most 10, ids well-formed and distinct.
+fn batch_entries(input: &Value) -> AwsResult<&Vec<Value>> {
+    let entries = input
+        .get("Entries")
+        .and_then(Value::as_array)
+        .ok_or_else(AwsError::empty_batch)?;
+    if entries.is_empty() {
+        return Err(AwsError::empty_batch());
+    }
+    if entries.len() > BATCH_ENTRIES_MAX {
+        return Err(AwsError::too_many_entries(entries.len()));
+    }
+    let mut seen = HashSet::new();
+    for e in entries {
+        let id = e.get("Id").and_then(Value::as_str).unwrap_or("");
+        let ok = !id.is_empty()
+            && id.len() <= 80
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !ok {
+            return Err(AwsError::invalid_batch_entry_id());
+        }
+        if !seen.insert(id) {
+            return Err(AwsError::ids_not_distinct(id));
+        }
+    }
+    Ok(entries)
+}
+
+fn entry_error(id: &str, e: &AwsError) -> Value {
+    json!({"Id": id, "SenderFault": e.sender_fault, "Code": e.code, "Message": e.message})
+}
+
+async fn send_message_batch(sqs: &Sqs, input: &Value) -> AwsResult<Value> {
+    let q = queue_of(sqs, input)?;
+    let entries = batch_entries(input)?;
+    let max = q.attr_num("MaximumMessageSize", 262_144) as usize;
+    let mut failed = Vec::new();
+    let mut good = Vec::new();
+    let mut total = 0usize;
+    for e in entries {
+        let id = e
+            .get("Id")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        match outgoing(e).and_then(|mut m| q.check(&mut m).map(|_| m)) {
+            Ok(m) => {
+                total += m.body.len() + message::attributes_size(&m.attrs);
+                good.push((id, m));
+            }
+            Err(err) => failed.push(entry_error(&id, &err)),
+        }
+    }
+    if total > max {
+        return Err(AwsError::batch_too_long(total, max));
+    }
+    let (ids, msgs): (Vec<String>, Vec<Outgoing>) = good.into_iter().unzip();
+    let results = q.send(msgs).await;
+    let mut ok = Vec::new();
+    for (id, r) in ids.into_iter().zip(results) {
+        match r {
+            Ok(s) => {
+                let mut m = sent_json(&s);
+                m.insert("Id".into(), json!(id));
+                ok.push(Value::Object(m));
+            }
+            Err(err) => failed.push(entry_error(&id, &err)),
+        }
+    }
+    Ok(json!({"Successful": ok, "Failed": failed}))
+}
+
+async fn receive_message(sqs: &Sqs, input: &Value) -> AwsResult<Value> {
+    let q = queue_of(sqs, input)?;
+    let max = opt_int(input, "MaxNumberOfMessages")?.unwrap_or(1);
+    if !(1..=10).contains(&max) {
+        return Err(AwsError::invalid_parameter(format!(
+            "Value {max} for parameter MaxNumberOfMessages is invalid. Reason: Must be between 1 and 10, if provided."
+        )));
+    }
+    let wait = match opt_int(input, "WaitTimeSeconds")? {
+        Some(w) => w,
+        None => q.attr_num("ReceiveMessageWaitTimeSeconds", 0),
+    };
+    if !(0..=WAIT_S_MAX).contains(&wait) {
+        return Err(AwsError::invalid_parameter(format!(
+            "Value {wait} for parameter WaitTimeSeconds is invalid. Reason: Must be >= 0 and <= 20, if provided."
+        )));
+    }
+    let visibility = match opt_int(input, "VisibilityTimeout")? {
+        Some(v) if !(0..=43_200).contains(&v) => {
+            return Err(AwsError::invalid_parameter(format!(
+                "Value {v} for parameter VisibilityTimeout is invalid. Reason: Must be between 0 and 43200."
+            )))
+        }
+        Some(v) => v,
+        None => q.attr_num("VisibilityTimeout", 30),
+    };
+    let mut sys_names = str_list(input.get("AttributeNames"));
+    sys_names.extend(str_list(input.get("MessageSystemAttributeNames")));
+    let attr_names = str_list(input.get("MessageAttributeNames"));
+    let attempt = opt_str(input, "ReceiveRequestAttemptId").filter(|_| q.fifo);
+    if let Some(a) = attempt {
+        if a.is_empty() || a.len() > 128 || !a.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(AwsError::invalid_parameter(
+                "Value for parameter ReceiveRequestAttemptId is invalid.",
+            ));
+        }
+    }
+    let retried = attempt.and_then(|a| q.retried_attempt(a));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait as u64);
+    let got = if let Some(got) = retried {
+        got
+    } else {
+        loop {
+            let notified = q.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let got = q.take(max as usize, visibility);
+            if !got.is_empty()
+                || tokio::time::Instant::now() >= deadline
+                || q.deleted.load(Ordering::SeqCst)
+            {
+                break got;
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    };
+    if let Some(a) = attempt {
+        q.remember_attempt(a, &got);
+    }
+    let msgs: Vec<Value> = got
+        .iter()
+        .map(|r| received_json(&q, r, &sys_names, &attr_names))
+        .collect();
+    Ok(if msgs.is_empty() {
+        json!({})
+    } else {
+        json!({"Messages": msgs})
+    })
+}
+
+fn received_json(q: &Queue, r: &Received, sys: &[String], names: &[String]) -> Value {
+    let m = &r.delivery.message;
+    let body = m
+        .value
+        .as_ref()
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_default();
+    let hs = |k: &str| m.header(k).map(|v| String::from_utf8_lossy(v).into_owned());
+    let message_id = hs(hdr::MESSAGE_ID).unwrap_or_else(|| {
+        // A record another protocol produced: a stable id from the queue and offset.
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&(q.id as i64 ^ m.timestamp).to_be_bytes());
+        b[8..].copy_from_slice(&m.offset.to_be_bytes());
+        uuid::Uuid::from_bytes(b).to_string()
+    });
+    let mut out = Map::new();
+    out.insert("MessageId".into(), json!(message_id));
+    out.insert("ReceiptHandle".into(), json!(r.receipt));
+    out.insert("MD5OfBody".into(), json!(message::md5_hex(body.as_bytes())));
+    out.insert("Body".into(), json!(body));
+    let want = |n: &str| sys.iter().any(|s| s == "All" || s == n);
+    let mut a = Map::new();
+    let mut put = |k: &str, v: Option<String>| {
+        if let Some(v) = v {
+            if want(k) {
+                a.insert(k.to_string(), json!(v));
+            }
+        }
+    };
+    put(
+        "SenderId",
+        Some(hs(hdr::SENDER).unwrap_or_else(|| "AIDAIT2UOQQY3AUEKVGXU".into())),
+    );
+    put("SentTimestamp", Some(m.timestamp.to_string()));
+    put(
+        "ApproximateReceiveCount",
+        Some(r.delivery.delivery_count.to_string()),
+    );
+    put(
+        "ApproximateFirstReceiveTimestamp",
+        Some(r.first_receive_ms.to_string()),
+    );
+    put("MessageGroupId", hs(hdr::GROUP_ID));
+    if q.fifo {
+        put("MessageDeduplicationId", hs(hdr::DEDUP_ID));
+        put(
+            "SequenceNumber",
+            Some(super::queue::sequence_number(m.offset)),
+        );
+    }
+    put("AWSTraceHeader", hs(hdr::TRACE));
+    put("DeadLetterQueueSourceArn", hs(hdr::DLQ_SOURCE));
+    if !a.is_empty() {
+        out.insert("Attributes".into(), Value::Object(a));
+    }
+    let attrs: Vec<(String, AttrValue)> = message::attributes_of(&m.headers)
+        .into_iter()
+        .filter(|(n, _)| message::selected(names, n))
+        .collect();
+    if !attrs.is_empty() {
+        out.insert(
+            "MD5OfMessageAttributes".into(),
+            json!(message::md5_of_attributes(&attrs)),
+        );
+        let map: Map<String, Value> = attrs
+            .iter()
+            .map(|(n, v)| (n.clone(), v.to_json()))
+            .collect();
+        out.insert("MessageAttributes".into(), Value::Object(map));
+    }
+    Value::Object(out)
+}
+
+fn delete_message_batch(sqs: &Sqs, input: &Value) -> AwsResult<Value> {
+    let q = queue_of(sqs, input)?;
+    let entries = batch_entries(input)?;
+    let mut ok = Vec::new();
+    let mut failed = Vec::new();
+    for e in entries {
+        let id = e.get("Id").and_then(Value::as_str).unwrap_or("");
+        match req_str(e, "ReceiptHandle").and_then(|h| q.delete(h)) {
+            Ok(()) => ok.push(json!({"Id": id})),
+            Err(err) => failed.push(entry_error(id, &err)),
+        }
+    }
+    Ok(json!({"Successful": ok, "Failed": failed}))
+}
+
+fn change_visibility_batch(sqs: &Sqs, input: &Value) -> AwsResult<Value> {
+    let q = queue_of(sqs, input)?;
+    let entries = batch_entries(input)?;
+    let mut ok = Vec::new();
+    let mut failed = Vec::new();
+    for e in entries {
+        let id = e.get("Id").and_then(Value::as_str).unwrap_or("");
+        let r = req_str(e, "ReceiptHandle").and_then(|h| {
+            let t = opt_int(e, "VisibilityTimeout")?.unwrap_or(0);
+            q.change_visibility(h, t)
+        });
+        match r {
+            Ok(()) => ok.push(json!({"Id": id})),
+            Err(err) => failed.push(entry_error(id, &err)),
+        }
+    }
+    Ok(json!({"Successful": ok, "Failed": failed}))
+}
