@@ -183,11 +183,36 @@ listener_section!(
     AmqpConfig,
     "0.0.0.0:5672"
 );
-listener_section!(
-    /// `[nats]`: the NATS client protocol.
-    NatsConfig,
-    "0.0.0.0:4222"
-);
+/// `[nats]`: the NATS client protocol (core pub/sub and JetStream).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    /// Largest message payload (headers included) a client may publish.
+    pub max_payload_bytes: u64,
+    /// Outbound bytes queued for one connection before it is closed as a slow consumer.
+    pub max_pending_bytes: u64,
+    /// When set (with `password`), clients must CONNECT with this user.
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// When set, clients may authenticate with this token.
+    pub token: Option<String>,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            enabled: true,
+            listen: addr("0.0.0.0:4222"),
+            max_payload_bytes: MIB,
+            max_pending_bytes: 64 * MIB,
+            user: None,
+            password: None,
+            token: None,
+        }
+    }
+}
 listener_section!(
     /// `[aws]`: the SQS/SNS endpoint.
     AwsConfig,
@@ -270,6 +295,11 @@ const KEYS: &[(&str, Kind)] = &[
     ("amqp.listen", Kind::Str),
     ("nats.enabled", Kind::Bool),
     ("nats.listen", Kind::Str),
+    ("nats.max_payload_bytes", Kind::Int),
+    ("nats.max_pending_bytes", Kind::Int),
+    ("nats.user", Kind::Str),
+    ("nats.password", Kind::Str),
+    ("nats.token", Kind::Str),
     ("aws.enabled", Kind::Bool),
     ("aws.listen", Kind::Str),
     ("registry.enabled", Kind::Bool),

@@ -79,6 +79,7 @@ impl Service {
 pub fn services(ctx: &ServeContext) -> Vec<Service> {
     let readiness = ctx.readiness.clone();
     let kafka_ctx = ctx.clone();
+    let nats_ctx = ctx.clone();
     vec![
         Service::new("kafka", move |listener, shutdown| async move {
             let config = kafka_listener_config(&kafka_ctx.config, &listener)?;
@@ -86,10 +87,28 @@ pub fn services(ctx: &ServeContext) -> Vec<Service> {
             conflux_kafka::serve(listener, kafka, shutdown).await;
             Ok(())
         }),
+        Service::new("nats", move |listener, shutdown| async move {
+            let shared = conflux_nats::Shared::new(nats_config(&nats_ctx.config));
+            conflux_nats::serve(listener, shared, shutdown).await;
+            Ok(())
+        }),
         Service::new("http", move |listener, shutdown| {
             http::serve(listener, readiness, shutdown)
         }),
     ]
+}
+
+/// The NATS listener's settings.
+fn nats_config(config: &Config) -> conflux_nats::NatsConfig {
+    let n = &config.nats;
+    conflux_nats::NatsConfig {
+        max_payload: usize::try_from(n.max_payload_bytes).unwrap_or(usize::MAX),
+        max_pending: usize::try_from(n.max_pending_bytes).unwrap_or(usize::MAX),
+        user: n.user.clone(),
+        password: n.password.clone(),
+        token: n.token.clone(),
+        ..conflux_nats::NatsConfig::default()
+    }
 }
 
 /// The Kafka listener's settings; the advertised address defaults to the bound one, so a
