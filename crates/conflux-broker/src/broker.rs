@@ -75,6 +75,8 @@ pub struct Broker {
     pub offsets: OffsetStore,
     /// Unique producer ids for idempotent and transactional producers.
     pub producer_ids: ProducerIdAllocator,
+    /// Ack floors of subscriptions, which retention respects.
+    pub subscription_floors: crate::subscription::FloorRegistry,
 }
 
 impl Broker {
@@ -157,6 +159,7 @@ impl Broker {
             groups: GroupCoordinator::new(delay),
             offsets,
             producer_ids,
+            subscription_floors: Default::default(),
         }))
     }
 
@@ -383,12 +386,52 @@ impl Broker {
         Ok(())
     }
 
+    /// Stores a routing-metadata entry durably (see [`MetaEvent::RoutingSet`]).
+    pub fn set_routing(&self, key: &str, value: serde_json::Value) -> Result<()> {
+        let mut meta = self.meta.lock();
+        let event = MetaEvent::RoutingSet {
+            key: key.to_string(),
+            value,
+        };
+        let Meta { log, state } = &mut *meta;
+        state.apply(&event);
+        log.append(&event, state)?;
+        Ok(())
+    }
+
+    /// Removes a routing-metadata entry durably; absent keys are not an error.
+    pub fn remove_routing(&self, key: &str) -> Result<()> {
+        let mut meta = self.meta.lock();
+        if !meta.state.routing.contains_key(key) {
+            return Ok(());
+        }
+        let event = MetaEvent::RoutingRemoved {
+            key: key.to_string(),
+        };
+        let Meta { log, state } = &mut *meta;
+        state.apply(&event);
+        log.append(&event, state)?;
+        Ok(())
+    }
+
+    /// Routing-metadata entries whose key starts with `prefix`.
+    pub fn routing_entries(&self, prefix: &str) -> Vec<(String, serde_json::Value)> {
+        let meta = self.meta.lock();
+        meta.state
+            .routing
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
     /// Runs retention and compaction over every partition once. Blocking; call from a
     /// background thread.
     pub fn run_maintenance(&self, now_ms: i64) {
         for topic in self.topics() {
             for p in topic.partitions() {
-                if let Err(e) = p.log.enforce_retention(now_ms, None) {
+                let floor = self.subscription_floors.min_needed(&topic.name, p.index);
+                if let Err(e) = p.log.enforce_retention(now_ms, floor) {
                     tracing::warn!(topic = %topic.name, partition = p.index, error = %e, "retention failed");
                 }
                 if let Err(e) = p.log.compact(now_ms) {

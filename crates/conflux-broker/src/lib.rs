@@ -10,6 +10,7 @@ pub mod metadata;
 pub mod offsets;
 pub mod producer_ids;
 pub mod producers;
+pub mod subscription;
 pub mod topic_config;
 pub mod topics;
 

@@ -37,12 +37,23 @@ pub enum MetaEvent {
         name: String,
         configs: BTreeMap<String, String>,
     },
+    /// A routing-metadata entry (an exchange, a queue definition, a binding…) was created or
+    /// replaced. Keys are namespaced by their owner, e.g. `amqp/exchange/<name>`.
+    RoutingSet {
+        key: String,
+        value: serde_json::Value,
+    },
+    RoutingRemoved {
+        key: String,
+    },
 }
 
 /// The state the events describe: what a replay produces.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MetaState {
     pub topics: BTreeMap<String, TopicMeta>,
+    /// Routing metadata (exchanges, queue definitions, bindings) by key.
+    pub routing: BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -86,6 +97,12 @@ impl MetaState {
                     t.configs = configs.clone();
                 }
             }
+            MetaEvent::RoutingSet { key, value } => {
+                self.routing.insert(key.clone(), value.clone());
+            }
+            MetaEvent::RoutingRemoved { key } => {
+                self.routing.remove(key);
+            }
         }
     }
 
@@ -99,6 +116,14 @@ impl MetaState {
                 configs: t.configs.clone(),
                 internal: t.internal,
             })
+            .chain(
+                self.routing
+                    .iter()
+                    .map(|(key, value)| MetaEvent::RoutingSet {
+                        key: key.clone(),
+                        value: value.clone(),
+                    }),
+            )
             .collect()
     }
 }
@@ -183,7 +208,7 @@ impl MetaLog {
             source,
         })?;
         self.events_in_file += 1;
-        if self.events_in_file > state.topics.len() + SNAPSHOT_SLACK_EVENTS {
+        if self.events_in_file > state.topics.len() + state.routing.len() + SNAPSHOT_SLACK_EVENTS {
             self.snapshot(state)?;
         }
         Ok(())
@@ -350,6 +375,22 @@ mod tests {
         let (mut log, mut state) = MetaLog::open(dir.path()).unwrap();
         for i in 0..20 {
             let e = created(&format!("t{i}"));
+            state.apply(&e);
+            log.append(&e, &state).unwrap();
+        }
+        for e in [
+            MetaEvent::RoutingSet {
+                key: "amqp/exchange/x".into(),
+                value: serde_json::json!({"type": "fanout"}),
+            },
+            MetaEvent::RoutingSet {
+                key: "amqp/exchange/y".into(),
+                value: serde_json::json!({"type": "topic"}),
+            },
+            MetaEvent::RoutingRemoved {
+                key: "amqp/exchange/y".into(),
+            },
+        ] {
             state.apply(&e);
             log.append(&e, &state).unwrap();
         }

@@ -178,11 +178,47 @@ macro_rules! listener_section {
         }
     };
 }
-listener_section!(
-    /// `[amqp]`: AMQP 0-9-1.
-    AmqpConfig,
-    "0.0.0.0:5672"
-);
+/// `[amqp]`: AMQP 0-9-1.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AmqpConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    /// Largest frame, offered in connection.tune (bytes, >= 4096).
+    pub frame_max_bytes: u32,
+    /// Largest message body accepted.
+    pub body_size_bytes_max: u64,
+    /// Heartbeat interval offered, seconds; 0 disables.
+    pub heartbeat_s: u16,
+    pub channel_max: u16,
+    pub connections_max: u32,
+    /// Whether `guest`/`guest` may log in (from localhost only).
+    pub guest_enabled: bool,
+    /// Users allowed to log in: name = password.
+    pub users: BTreeMap<String, String>,
+    /// Delay before a nacked, requeued message is redelivered: `min(base * 2^(n-1), max)`
+    /// ms; 0 redelivers at once.
+    pub redelivery_backoff_base_ms: u64,
+    pub redelivery_backoff_max_ms: u64,
+}
+
+impl Default for AmqpConfig {
+    fn default() -> Self {
+        AmqpConfig {
+            enabled: true,
+            listen: addr("0.0.0.0:5672"),
+            frame_max_bytes: 128 * 1024,
+            body_size_bytes_max: 128 * 1024 * 1024,
+            heartbeat_s: 60,
+            channel_max: 2047,
+            connections_max: 10_000,
+            guest_enabled: true,
+            users: BTreeMap::new(),
+            redelivery_backoff_base_ms: 0,
+            redelivery_backoff_max_ms: 60_000,
+        }
+    }
+}
 /// `[nats]`: the NATS client protocol (core pub/sub and JetStream).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -293,6 +329,11 @@ const KEYS: &[(&str, Kind)] = &[
     ("kafka.topic_defaults.flush_interval_ms", Kind::Int),
     ("amqp.enabled", Kind::Bool),
     ("amqp.listen", Kind::Str),
+    ("amqp.frame_max_bytes", Kind::Int),
+    ("amqp.body_size_bytes_max", Kind::Int),
+    ("amqp.heartbeat_s", Kind::Int),
+    ("amqp.guest_enabled", Kind::Bool),
+    ("amqp.redelivery_backoff_base_ms", Kind::Int),
     ("nats.enabled", Kind::Bool),
     ("nats.listen", Kind::Str),
     ("nats.max_payload_bytes", Kind::Int),
@@ -463,6 +504,13 @@ impl Config {
         }
         if k.advertised_port == Some(0) {
             return Err(invalid("kafka.advertised_port", 0, "must be > 0"));
+        }
+        if self.amqp.frame_max_bytes < 4096 {
+            return Err(invalid(
+                "amqp.frame_max_bytes",
+                self.amqp.frame_max_bytes,
+                "must be >= 4096 (AMQP's minimum frame size)",
+            ));
         }
         self.validate_distinct_listeners()
     }

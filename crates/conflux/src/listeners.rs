@@ -79,12 +79,18 @@ impl Service {
 pub fn services(ctx: &ServeContext) -> Vec<Service> {
     let readiness = ctx.readiness.clone();
     let kafka_ctx = ctx.clone();
+    let amqp_ctx = ctx.clone();
     let nats_ctx = ctx.clone();
     vec![
         Service::new("kafka", move |listener, shutdown| async move {
             let config = kafka_listener_config(&kafka_ctx.config, &listener)?;
             let kafka = conflux_kafka::KafkaContext::new(kafka_ctx.broker.clone(), config);
             conflux_kafka::serve(listener, kafka, shutdown).await;
+            Ok(())
+        }),
+        Service::new("amqp", move |listener, shutdown| async move {
+            let config = amqp_listener_config(&amqp_ctx.config);
+            conflux_amqp::run(listener, amqp_ctx.broker.clone(), config, shutdown).await;
             Ok(())
         }),
         Service::new("nats", move |listener, shutdown| async move {
@@ -133,4 +139,25 @@ fn kafka_listener_config(
         connections_max: k.connections_max as usize,
         ..conflux_kafka::KafkaConfig::default()
     })
+}
+
+/// The AMQP listener's settings from `[amqp]`.
+fn amqp_listener_config(config: &Config) -> conflux_amqp::AmqpConfig {
+    let a = &config.amqp;
+    conflux_amqp::AmqpConfig {
+        frame_max: a.frame_max_bytes,
+        channel_max: a.channel_max,
+        heartbeat_s: a.heartbeat_s,
+        body_size_max: a.body_size_bytes_max,
+        users: a
+            .users
+            .iter()
+            .map(|(u, p)| (u.clone(), p.clone()))
+            .collect(),
+        guest_enabled: a.guest_enabled,
+        guest_remote: false,
+        connections_max: a.connections_max as usize,
+        redelivery_backoff_base_ms: a.redelivery_backoff_base_ms,
+        redelivery_backoff_max_ms: a.redelivery_backoff_max_ms,
+    }
 }

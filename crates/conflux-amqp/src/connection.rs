@@ -1,0 +1,1529 @@
+//! One AMQP 0-9-1 connection: the handshake (protocol header, start/tune/open, PLAIN and
+//! AMQPLAIN), heartbeats, channels, and every method the server implements. A writer task
+//! owns the socket's write half; deliveries and confirms reach it through an unbounded queue
+//! whose byte size the delivery pumps respect (backpressure).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use amq_protocol::protocol::{
+    access, basic, channel, confirm, connection, exchange, queue, tx, AMQPClass,
+};
+use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
+use bytes::{Bytes, BytesMut};
+use conflux_broker::subscription::{Subscription, SubscriptionConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::frame::{self, code, ReadError, FRAME_BODY, FRAME_HEADER, FRAME_HEARTBEAT};
+use crate::message;
+use crate::server::{
+    self, AResult, AmqpError, ChannelShared, ConnShared, Consumer, Destination, PipelineItem,
+    Queue, QueueType, Server, StoreJob, Unacked, REPLY_TO,
+};
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct PendingPublish {
+    publish: basic::Publish,
+    header: Option<(frame::ContentHeader, Bytes)>,
+    body: BytesMut,
+}
+
+enum Target {
+    Queue(Arc<Queue>),
+    ReplyTo(String),
+}
+
+struct Channel {
+    shared: Arc<ChannelShared>,
+    confirm: bool,
+    next_seq: u64,
+    tx_mode: bool,
+    tx_jobs: Vec<StoreJob>,
+    tx_settles: Vec<(u64, bool, Option<bool>)>,
+    prefetch: u32,
+    consumers: HashMap<String, (Target, Arc<Consumer>)>,
+    pending: Option<PendingPublish>,
+    /// We sent channel.close and wait for close-ok; everything else is ignored.
+    closing: bool,
+    reply_token: Option<String>,
+}
+
+struct Conn {
+    server: Arc<Server>,
+    shared: Arc<ConnShared>,
+    channels: HashMap<u16, Channel>,
+    channel_max: u16,
+    frame_max: u32,
+    pipe: mpsc::UnboundedSender<PipelineItem>,
+}
+
+fn method(m: AMQPClass) -> BytesMut {
+    let mut out = BytesMut::new();
+    frame::put_method(&mut out, 0, &m);
+    out
+}
+
+fn ch_method(ch: u16, m: AMQPClass) -> BytesMut {
+    let mut out = BytesMut::new();
+    frame::put_method(&mut out, ch, &m);
+    out
+}
+
+fn server_properties() -> FieldTable {
+    let mut caps = FieldTable::default();
+    for c in [
+        "publisher_confirms",
+        "exchange_exchange_bindings",
+        "basic.nack",
+        "consumer_cancel_notify",
+        "per_consumer_qos",
+        "direct_reply_to",
+        "authentication_failure_close",
+    ] {
+        caps.insert(c.into(), AMQPValue::Boolean(true));
+    }
+    let mut p = FieldTable::default();
+    p.insert("capabilities".into(), AMQPValue::FieldTable(caps));
+    p.insert("product".into(), AMQPValue::LongString("Conflux".into()));
+    p.insert(
+        "version".into(),
+        AMQPValue::LongString(env!("CARGO_PKG_VERSION").into()),
+    );
+    p.insert("platform".into(), AMQPValue::LongString("Rust".into()));
+    p.insert(
+        "information".into(),
+        AMQPValue::LongString("Conflux event-streaming broker".into()),
+    );
+    p
+}
+
+/// Checks credentials; `None` means refused.
+fn authenticate(
+    server: &Server,
+    mechanism: &str,
+    response: &[u8],
+    peer: SocketAddr,
+) -> Option<String> {
+    let (user, pass) = match mechanism {
+        "PLAIN" => {
+            let mut parts = response.split(|b| *b == 0);
+            let _authzid = parts.next()?;
+            let user = parts.next()?;
+            let pass = parts.next()?;
+            (
+                String::from_utf8(user.to_vec()).ok()?,
+                String::from_utf8(pass.to_vec()).ok()?,
+            )
+        }
+        "AMQPLAIN" => {
+            let mut framed = (response.len() as u32).to_be_bytes().to_vec();
+            framed.extend_from_slice(response);
+            let (_, table) = amq_protocol::types::parsing::parse_field_table(&framed[..]).ok()?;
+            let get = |k: &str| table.inner().get(k).and_then(server::str_arg);
+            (get("LOGIN")?, get("PASSWORD")?)
+        }
+        _ => return None,
+    };
+    let ok = server
+        .config
+        .users
+        .iter()
+        .any(|(u, p)| *u == user && *p == pass);
+    if ok {
+        return Some(user);
+    }
+    let guest = user == "guest" && pass == "guest" && server.config.guest_enabled;
+    if guest && (peer.ip().is_loopback() || server.config.guest_remote) {
+        return Some(user);
+    }
+    None
+}
+
+/// Serves one connection until it closes or `shutdown` fires.
+pub async fn handle(
+    server: Arc<Server>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let (rd, wr) = stream.into_split();
+    let mut rd = BufReader::with_capacity(64 * 1024, rd);
+    let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
+    let shared = Arc::new(ConnShared {
+        id: server.next_id(),
+        tx,
+        backlog: AtomicUsize::new(0),
+        frame_max: AtomicU32::new(server.config.frame_max),
+        cancel_notify: AtomicBool::new(false),
+        closed: AtomicBool::new(false),
+    });
+    let heartbeat = Arc::new(AtomicU32::new(0));
+    let writer = tokio::spawn(run_writer(wr, rx, shared.clone(), heartbeat.clone()));
+
+    // Protocol header.
+    let mut header = [0u8; 8];
+    let ok = matches!(
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, rd.read_exact(&mut header)).await,
+        Ok(Ok(_))
+    );
+    if !ok || &header != b"AMQP\x00\x00\x09\x01" {
+        if ok {
+            shared.send(BytesMut::from(&b"AMQP\x00\x00\x09\x01"[..]));
+        }
+        drop(shared);
+        let _ = writer.await;
+        return;
+    }
+    let result = match tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        handshake(&server, &shared, &mut rd, peer, &heartbeat),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => Err(None),
+    };
+    let (frame_max, channel_max) = match result {
+        Ok(v) => v,
+        Err(e) => {
+            if let Some(e) = e {
+                send_connection_close(&shared, &e, 0, 0);
+            }
+            drop(shared);
+            let _ = writer.await;
+            return;
+        }
+    };
+    let (pipe_tx, pipe_rx) = mpsc::unbounded_channel();
+    let pipeline = tokio::spawn(server::run_pipeline(server.clone(), pipe_rx));
+    let mut conn = Conn {
+        server: server.clone(),
+        shared: shared.clone(),
+        channels: HashMap::new(),
+        channel_max,
+        frame_max,
+        pipe: pipe_tx,
+    };
+    let hb = heartbeat.load(Ordering::Relaxed);
+    let idle_limit = (hb > 0).then(|| Duration::from_secs(u64::from(hb) * 2));
+    loop {
+        let read = async {
+            match idle_limit {
+                Some(limit) => {
+                    match tokio::time::timeout(limit, frame::read_frame(&mut rd, frame_max)).await {
+                        Ok(r) => r,
+                        Err(_) => Err(ReadError::Io(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "missed heartbeats",
+                        ))),
+                    }
+                }
+                None => frame::read_frame(&mut rd, frame_max).await,
+            }
+        };
+        let f = tokio::select! {
+            _ = shutdown.cancelled() => {
+                send_connection_close(&shared, &AmqpError::new(code::CONNECTION_FORCED, "broker forced connection closure with reason 'shutdown'"), 0, 0);
+                break;
+            }
+            f = read => f,
+        };
+        let f = match f {
+            Ok(f) => f,
+            Err(ReadError::Io(_)) => break,
+            Err(ReadError::Protocol(c, text)) => {
+                send_connection_close(&shared, &AmqpError { code: c, text }, 0, 0);
+                break;
+            }
+        };
+        match conn.on_frame(f).await {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err((e, class, meth)) => {
+                send_connection_close(&shared, &e, class, meth);
+                // Wait briefly for close-ok, then drop the connection.
+                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    while let Ok(f) = frame::read_frame(&mut rd, frame_max).await {
+                        if f.kind == frame::FRAME_METHOD
+                            && matches!(
+                                frame::decode_method(&f.payload),
+                                Ok(AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)))
+                            )
+                        {
+                            break;
+                        }
+                    }
+                })
+                .await;
+                break;
+            }
+        }
+    }
+    conn.close_all_channels();
+    server.connection_closed(shared.id);
+    shared.closed.store(true, Ordering::SeqCst);
+    drop(conn);
+    drop(shared);
+    let _ = pipeline.await;
+    let _ = writer.await;
+}
+
+fn send_connection_close(shared: &ConnShared, e: &AmqpError, class_id: u16, method_id: u16) {
+    shared.send(method(AMQPClass::Connection(
+        connection::AMQPMethod::Close(connection::Close {
+            reply_code: e.code,
+            reply_text: e.text.as_str().into(),
+            class_id,
+            method_id,
+        }),
+    )));
+}
+
+async fn read_method<R: tokio::io::AsyncRead + Unpin>(
+    rd: &mut R,
+    frame_max: u32,
+) -> Result<AMQPClass, Option<AmqpError>> {
+    loop {
+        let f = match frame::read_frame(rd, frame_max).await {
+            Ok(f) => f,
+            Err(ReadError::Io(_)) => return Err(None),
+            Err(ReadError::Protocol(c, t)) => return Err(Some(AmqpError { code: c, text: t })),
+        };
+        if f.kind == FRAME_HEARTBEAT {
+            continue;
+        }
+        if f.kind != frame::FRAME_METHOD || f.channel != 0 {
+            return Err(Some(AmqpError::new(
+                code::UNEXPECTED_FRAME,
+                "expected a connection method during the handshake",
+            )));
+        }
+        return frame::decode_method(&f.payload)
+            .map_err(|e| Some(AmqpError::new(code::SYNTAX_ERROR, e)));
+    }
+}
+
+async fn handshake<R: tokio::io::AsyncRead + Unpin>(
+    server: &Server,
+    shared: &ConnShared,
+    rd: &mut R,
+    peer: SocketAddr,
+    heartbeat: &AtomicU32,
+) -> Result<(u32, u16), Option<AmqpError>> {
+    shared.send(method(AMQPClass::Connection(
+        connection::AMQPMethod::Start(connection::Start {
+            version_major: 0,
+            version_minor: 9,
+            server_properties: server_properties(),
+            mechanisms: "PLAIN AMQPLAIN".into(),
+            locales: "en_US".into(),
+        }),
+    )));
+    let start_ok = match read_method(rd, frame::FRAME_MIN_SIZE).await? {
+        AMQPClass::Connection(connection::AMQPMethod::StartOk(s)) => s,
+        _ => {
+            return Err(Some(AmqpError::new(
+                code::COMMAND_INVALID,
+                "expected connection.start-ok",
+            )))
+        }
+    };
+    if let Some(AMQPValue::FieldTable(caps)) =
+        start_ok.client_properties.inner().get("capabilities")
+    {
+        if matches!(
+            caps.inner().get("consumer_cancel_notify"),
+            Some(AMQPValue::Boolean(true))
+        ) {
+            shared.cancel_notify.store(true, Ordering::Relaxed);
+        }
+    }
+    if authenticate(
+        server,
+        start_ok.mechanism.as_str(),
+        start_ok.response.as_bytes(),
+        peer,
+    )
+    .is_none()
+    {
+        return Err(Some(AmqpError::new(
+            code::ACCESS_REFUSED,
+            format!(
+                "Login was refused using authentication mechanism {}",
+                start_ok.mechanism.as_str()
+            ),
+        )));
+    }
+    let cfg = &server.config;
+    shared.send(method(AMQPClass::Connection(connection::AMQPMethod::Tune(
+        connection::Tune {
+            channel_max: cfg.channel_max,
+            frame_max: cfg.frame_max,
+            heartbeat: cfg.heartbeat_s,
+        },
+    ))));
+    let tune_ok = match read_method(rd, frame::FRAME_MIN_SIZE).await? {
+        AMQPClass::Connection(connection::AMQPMethod::TuneOk(t)) => t,
+        _ => {
+            return Err(Some(AmqpError::new(
+                code::COMMAND_INVALID,
+                "expected connection.tune-ok",
+            )))
+        }
+    };
+    let frame_max = match tune_ok.frame_max {
+        0 => cfg.frame_max,
+        n if n < frame::FRAME_MIN_SIZE || n > cfg.frame_max => {
+            return Err(Some(AmqpError::new(
+                code::NOT_ALLOWED,
+                format!(
+                    "frame_max {n} is outside {}..={}",
+                    frame::FRAME_MIN_SIZE,
+                    cfg.frame_max
+                ),
+            )))
+        }
+        n => n,
+    };
+    let channel_max = match tune_ok.channel_max {
+        0 => cfg.channel_max,
+        n => n.min(cfg.channel_max),
+    };
+    heartbeat.store(u32::from(tune_ok.heartbeat), Ordering::Relaxed);
+    shared.frame_max.store(frame_max, Ordering::Relaxed);
+    let open = match read_method(rd, frame_max).await? {
+        AMQPClass::Connection(connection::AMQPMethod::Open(o)) => o,
+        _ => {
+            return Err(Some(AmqpError::new(
+                code::COMMAND_INVALID,
+                "expected connection.open",
+            )))
+        }
+    };
+    if !matches!(open.virtual_host.as_str(), "/" | "") {
+        return Err(Some(AmqpError::new(
+            code::NOT_ALLOWED,
+            format!("vhost '{}' not found", open.virtual_host.as_str()),
+        )));
+    }
+    shared.send(method(AMQPClass::Connection(
+        connection::AMQPMethod::OpenOk(connection::OpenOk {}),
+    )));
+    Ok((frame_max, channel_max))
+}
+
+/// Writes everything queued for the connection, coalescing frames, and sends heartbeats
+/// when the connection is otherwise idle.
+async fn run_writer(
+    wr: tokio::net::tcp::OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Bytes>,
+    shared: Arc<ConnShared>,
+    heartbeat: Arc<AtomicU32>,
+) {
+    let mut wr = tokio::io::BufWriter::with_capacity(64 * 1024, wr);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut idle_ticks = 0u32;
+    drop(shared.clone());
+    let weak = Arc::downgrade(&shared);
+    drop(shared);
+    loop {
+        let item = tokio::select! {
+            m = rx.recv() => m,
+            _ = tick.tick() => {
+                let hb = heartbeat.load(Ordering::Relaxed);
+                idle_ticks += 1;
+                if hb > 0 && idle_ticks >= (hb / 2).max(1) {
+                    idle_ticks = 0;
+                    let mut out = BytesMut::new();
+                    frame::put_heartbeat(&mut out);
+                    if wr.write_all(&out).await.is_err() || wr.flush().await.is_err() {
+                        break;
+                    }
+                }
+                continue;
+            }
+        };
+        let Some(first) = item else { break };
+        idle_ticks = 0;
+        let mut written = first.len();
+        if wr.write_all(&first).await.is_err() {
+            break;
+        }
+        while let Ok(more) = rx.try_recv() {
+            written += more.len();
+            if wr.write_all(&more).await.is_err() {
+                return;
+            }
+            if written > 1 << 20 {
+                break;
+            }
+        }
+        if wr.flush().await.is_err() {
+            break;
+        }
+        if let Some(s) = weak.upgrade() {
+            s.backlog.fetch_sub(
+                written.min(s.backlog.load(Ordering::Relaxed)),
+                Ordering::Relaxed,
+            );
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
+type MethodError = (AmqpError, u16, u16);
+
+impl Conn {
+    fn send(&self, ch: u16, m: AMQPClass) {
+        self.shared.send(ch_method(ch, m));
+    }
+
+    /// Handles one frame; `Ok(false)` ends the connection cleanly.
+    async fn on_frame(&mut self, f: frame::RawFrame) -> Result<bool, MethodError> {
+        match f.kind {
+            FRAME_HEARTBEAT => Ok(true),
+            frame::FRAME_METHOD => {
+                let m = frame::decode_method(&f.payload)
+                    .map_err(|e| (AmqpError::new(code::SYNTAX_ERROR, e), 0, 0))?;
+                let (class_id, method_id) = (m.get_amqp_class_id(), m.get_amqp_method_id());
+                if f.channel == 0 {
+                    return match m {
+                        AMQPClass::Connection(connection::AMQPMethod::Close(_)) => {
+                            self.send(
+                                0,
+                                AMQPClass::Connection(connection::AMQPMethod::CloseOk(
+                                    connection::CloseOk {},
+                                )),
+                            );
+                            Ok(false)
+                        }
+                        AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)) => Ok(false),
+                        AMQPClass::Connection(connection::AMQPMethod::UpdateSecret(_)) => {
+                            self.send(
+                                0,
+                                AMQPClass::Connection(connection::AMQPMethod::UpdateSecretOk(
+                                    connection::UpdateSecretOk {},
+                                )),
+                            );
+                            Ok(true)
+                        }
+                        _ => Err((
+                            AmqpError::new(code::COMMAND_INVALID, "unexpected method on channel 0"),
+                            class_id,
+                            method_id,
+                        )),
+                    };
+                }
+                self.on_method(f.channel, m)
+                    .await
+                    .map_err(|e| (e, class_id, method_id))?;
+                Ok(true)
+            }
+            FRAME_HEADER | FRAME_BODY => {
+                self.on_content(f).await.map_err(|e| (e, 60, 40))?;
+                Ok(true)
+            }
+            _ => Err((
+                AmqpError::new(code::FRAME_ERROR, "unknown frame type"),
+                0,
+                0,
+            )),
+        }
+    }
+
+    async fn on_content(&mut self, f: frame::RawFrame) -> AResult<()> {
+        let body_max = self.server.config.body_size_max;
+        let Some(ch) = self.channels.get_mut(&f.channel) else {
+            return Err(AmqpError::new(
+                code::CHANNEL_ERROR,
+                format!("content frame on unopened channel {}", f.channel),
+            ));
+        };
+        if ch.closing {
+            return Ok(());
+        }
+        let Some(p) = ch.pending.as_mut() else {
+            return Err(AmqpError::new(
+                code::UNEXPECTED_FRAME,
+                "content frame without a preceding basic.publish",
+            ));
+        };
+        if f.kind == FRAME_HEADER {
+            if p.header.is_some() {
+                return Err(AmqpError::new(
+                    code::UNEXPECTED_FRAME,
+                    "second content header for one publish",
+                ));
+            }
+            let h = frame::decode_content_header(&f.payload)
+                .map_err(|e| AmqpError::new(code::FRAME_ERROR, e))?;
+            if h.class_id != 60 {
+                return Err(AmqpError::new(
+                    code::FRAME_ERROR,
+                    "content header class is not basic",
+                ));
+            }
+            if h.body_size > body_max {
+                let size = h.body_size;
+                ch.pending = None;
+                return self.channel_error(
+                    f.channel,
+                    AmqpError::new(
+                        code::PRECONDITION_FAILED,
+                        format!(
+                            "message size {size} is larger than configured max size {body_max}"
+                        ),
+                    ),
+                    60,
+                    40,
+                );
+            }
+            let raw_props = f.payload.slice(12..);
+            p.header = Some((h, raw_props));
+        } else {
+            let Some((h, _)) = &p.header else {
+                return Err(AmqpError::new(
+                    code::UNEXPECTED_FRAME,
+                    "body frame before the content header",
+                ));
+            };
+            if (p.body.len() + f.payload.len()) as u64 > h.body_size {
+                return Err(AmqpError::new(
+                    code::FRAME_ERROR,
+                    "body frames exceed the declared body size",
+                ));
+            }
+            p.body.extend_from_slice(&f.payload);
+        }
+        let complete = p
+            .header
+            .as_ref()
+            .is_some_and(|(h, _)| p.body.len() as u64 == h.body_size);
+        if complete {
+            let p = ch.pending.take().unwrap_or_else(unreachable_pending);
+            if let Err(e) = self.finish_publish(f.channel, p) {
+                if e.is_hard() {
+                    return Err(e);
+                }
+                return self.channel_error(f.channel, e, 60, 40);
+            }
+        }
+        Ok(())
+    }
+
+    fn finish_publish(&mut self, chid: u16, p: PendingPublish) -> AResult<()> {
+        let Some((header, raw_props)) = p.header else {
+            return Ok(());
+        };
+        let body = p.body.freeze();
+        let exchange = p.publish.exchange.as_str().to_string();
+        let rk = p.publish.routing_key.as_str().to_string();
+        let server = self.server.clone();
+        let ch = self
+            .channels
+            .get_mut(&chid)
+            .ok_or_else(|| AmqpError::new(code::CHANNEL_ERROR, "channel vanished"))?;
+        let seq = if ch.confirm {
+            let s = ch.next_seq;
+            ch.next_seq += 1;
+            Some(s)
+        } else {
+            None
+        };
+        let mut props = header.properties;
+        let mut raw_props = raw_props.to_vec();
+        if props.reply_to().as_ref().map(|r| r.as_str()) == Some(REPLY_TO) {
+            let Some(token) = ch.reply_token.clone() else {
+                return Err(AmqpError::new(
+                    code::PRECONDITION_FAILED,
+                    "fast reply consumer does not exist",
+                ));
+            };
+            props = server::with_reply_to(&props, &token);
+            raw_props = frame::encode_properties(&props);
+        }
+        // Direct reply-to: deliver straight to the requester's channel, storing nothing.
+        if exchange.is_empty() && rk.starts_with(REPLY_TO) && rk.len() > REPLY_TO.len() {
+            let target = server.reply_to.lock().get(&rk).cloned();
+            match target {
+                Some((rch, tag)) => {
+                    let mut st = rch.state.lock();
+                    let dtag = st.next_tag;
+                    st.next_tag += 1;
+                    let out = message::Outgoing {
+                        exchange: String::new(),
+                        routing_key: rk.clone(),
+                        properties_raw: raw_props,
+                        body,
+                    };
+                    let frames = server::delivery_frames(
+                        rch.id,
+                        AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
+                            consumer_tag: tag.as_str().into(),
+                            delivery_tag: dtag,
+                            redelivered: false,
+                            exchange: "".into(),
+                            routing_key: rk.as_str().into(),
+                        })),
+                        &out,
+                        rch.conn.frame_max.load(Ordering::Relaxed),
+                    );
+                    rch.conn.send(frames);
+                }
+                None if p.publish.mandatory => {
+                    self.send_return(chid, &exchange, &rk, &raw_props, &body);
+                }
+                None => {}
+            }
+            self.push_job(chid, Vec::new(), Vec::new(), Bytes::new(), seq, false);
+            return Ok(());
+        }
+        if !exchange.is_empty() && server.exchange_is_internal(&exchange) {
+            return Err(AmqpError::new(
+                code::ACCESS_REFUSED,
+                format!("cannot publish to internal exchange '{exchange}' in vhost '/'"),
+            ));
+        }
+        let targets = server.route(&exchange, &rk, props.headers().as_ref())?;
+        if targets.is_empty() && p.publish.mandatory {
+            self.send_return(chid, &exchange, &rk, &raw_props, &body);
+        }
+        let headers = message::record_headers(&exchange, &rk, &props, Some(raw_props));
+        let (ok, refused) = server::admit(&server, targets, body.len() as u64, &headers, &body);
+        self.push_job(chid, ok, headers, body, seq, refused);
+        Ok(())
+    }
+
+    fn push_job(
+        &mut self,
+        chid: u16,
+        targets: Vec<Arc<Queue>>,
+        headers: Vec<conflux_wire::records::RecordHeader>,
+        body: Bytes,
+        seq: Option<u64>,
+        refused: bool,
+    ) {
+        let Some(ch) = self.channels.get_mut(&chid) else {
+            return;
+        };
+        let job = StoreJob {
+            targets,
+            headers,
+            body,
+            timestamp: conflux_broker::now_ms(),
+            confirm: seq.map(|s| (ch.shared.clone(), s)),
+            refused,
+        };
+        if ch.tx_mode {
+            ch.tx_jobs.push(job);
+        } else {
+            let _ = self.pipe.send(PipelineItem::Store(job));
+        }
+    }
+
+    fn send_return(&self, chid: u16, exchange: &str, rk: &str, raw_props: &[u8], body: &Bytes) {
+        let out = message::Outgoing {
+            exchange: exchange.to_string(),
+            routing_key: rk.to_string(),
+            properties_raw: raw_props.to_vec(),
+            body: body.clone(),
+        };
+        let frames = server::delivery_frames(
+            chid,
+            AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
+                reply_code: code::NO_ROUTE,
+                reply_text: "NO_ROUTE".into(),
+                exchange: exchange.into(),
+                routing_key: rk.into(),
+            })),
+            &out,
+            self.frame_max,
+        );
+        self.shared.send(frames);
+    }
+
+    /// Closes a channel with a soft error.
+    fn channel_error(&mut self, chid: u16, e: AmqpError, class: u16, meth: u16) -> AResult<()> {
+        if e.is_hard() {
+            return Err(e);
+        }
+        self.release_channel(chid, false);
+        if let Some(ch) = self.channels.get_mut(&chid) {
+            ch.closing = true;
+        }
+        self.send(
+            chid,
+            AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
+                reply_code: e.code,
+                reply_text: e.text.as_str().into(),
+                class_id: class,
+                method_id: meth,
+            })),
+        );
+        Ok(())
+    }
+
+    /// Cancels a channel's consumers and requeues its unacked deliveries; `remove` forgets
+    /// the channel.
+    fn release_channel(&mut self, chid: u16, remove: bool) {
+        let Some(ch) = (if remove {
+            self.channels.remove(&chid)
+        } else {
+            self.channels.get_mut(&chid).map(|c| {
+                let consumers = std::mem::take(&mut c.consumers);
+                let shared = c.shared.clone();
+                // Build a temporary view to share the cleanup below.
+                c.tx_jobs.clear();
+                c.pending = None;
+                return_view(shared, consumers)
+            })
+        }) else {
+            return;
+        };
+        ch.shared.closed.store(true, Ordering::SeqCst);
+        for (_, (target, c)) in ch.consumers {
+            match target {
+                Target::Queue(q) => self.server.remove_consumer(&q, c.id),
+                Target::ReplyTo(token) => {
+                    self.server.reply_to.lock().remove(&token);
+                }
+            }
+        }
+        let unacked = std::mem::take(&mut ch.shared.state.lock().unacked);
+        for (_, u) in unacked.into_iter().rev() {
+            self.server.settle(&u, false, true);
+        }
+        ch.shared.unacked_count.store(0, Ordering::Relaxed);
+    }
+
+    fn close_all_channels(&mut self) {
+        let ids: Vec<u16> = self.channels.keys().copied().collect();
+        for id in ids {
+            self.release_channel(id, true);
+        }
+    }
+
+    fn take_tags(&self, ch: &Channel, tag: u64, multiple: bool) -> AResult<Vec<Unacked>> {
+        let mut st = ch.shared.state.lock();
+        let taken: Vec<Unacked> = if multiple {
+            let keep = if tag == 0 {
+                std::collections::BTreeMap::new()
+            } else {
+                st.unacked.split_off(&(tag + 1))
+            };
+            std::mem::replace(&mut st.unacked, keep)
+                .into_values()
+                .collect()
+        } else {
+            match st.unacked.remove(&tag) {
+                Some(u) => vec![u],
+                None => {
+                    return Err(AmqpError::new(
+                        code::PRECONDITION_FAILED,
+                        format!("unknown delivery tag {tag}"),
+                    ))
+                }
+            }
+        };
+        drop(st);
+        let counted = taken.iter().filter(|u| u.consumer.is_some()).count() as u32;
+        let _ = ch
+            .shared
+            .unacked_count
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(counted))
+            });
+        Ok(taken)
+    }
+
+    fn settle(
+        &mut self,
+        chid: u16,
+        tag: u64,
+        multiple: bool,
+        requeue: Option<bool>,
+    ) -> AResult<()> {
+        let ch = self
+            .channels
+            .get_mut(&chid)
+            .ok_or_else(|| AmqpError::new(code::CHANNEL_ERROR, "no channel"))?;
+        if ch.tx_mode {
+            ch.tx_settles.push((tag, multiple, requeue));
+            return Ok(());
+        }
+        let ch = &self.channels[&chid];
+        let taken = self.take_tags(ch, tag, multiple)?;
+        for u in &taken {
+            match requeue {
+                None => self.server.settle(u, true, false),
+                Some(r) => self.server.settle(u, false, r),
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_method(&mut self, chid: u16, m: AMQPClass) -> AResult<()> {
+        if chid > self.channel_max {
+            return Err(AmqpError::new(
+                code::CHANNEL_ERROR,
+                format!("channel {chid} exceeds channel_max {}", self.channel_max),
+            ));
+        }
+        // channel.open / close / close-ok first.
+        match &m {
+            AMQPClass::Channel(channel::AMQPMethod::Open(_)) => {
+                if self.channels.contains_key(&chid) {
+                    return Err(AmqpError::new(
+                        code::CHANNEL_ERROR,
+                        format!("second 'channel.open' seen on channel {chid}"),
+                    ));
+                }
+                let shared = Arc::new(ChannelShared::new(chid, self.shared.clone()));
+                self.channels.insert(
+                    chid,
+                    Channel {
+                        shared,
+                        confirm: false,
+                        next_seq: 1,
+                        tx_mode: false,
+                        tx_jobs: Vec::new(),
+                        tx_settles: Vec::new(),
+                        prefetch: 0,
+                        consumers: HashMap::new(),
+                        pending: None,
+                        closing: false,
+                        reply_token: None,
+                    },
+                );
+                self.send(
+                    chid,
+                    AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
+                );
+                return Ok(());
+            }
+            AMQPClass::Channel(channel::AMQPMethod::Close(_)) => {
+                self.release_channel(chid, true);
+                self.send(
+                    chid,
+                    AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+                );
+                return Ok(());
+            }
+            AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)) => {
+                self.release_channel(chid, true);
+                return Ok(());
+            }
+            _ => {}
+        }
+        let Some(ch) = self.channels.get(&chid) else {
+            return Err(AmqpError::new(
+                code::CHANNEL_ERROR,
+                format!("expected 'channel.open' on channel {chid}"),
+            ));
+        };
+        if ch.closing {
+            return Ok(());
+        }
+        if ch.pending.is_some() {
+            return Err(AmqpError::new(
+                code::UNEXPECTED_FRAME,
+                "method frame while a message's content was expected",
+            ));
+        }
+        let (class, meth) = (m.get_amqp_class_id(), m.get_amqp_method_id());
+        match self.dispatch(chid, m).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_hard() => Err(e),
+            Err(e) => self.channel_error(chid, e, class, meth),
+        }
+    }
+
+    async fn dispatch(&mut self, chid: u16, m: AMQPClass) -> AResult<()> {
+        let conn_id = self.shared.id;
+        let server = self.server.clone();
+        match m {
+            AMQPClass::Basic(basic::AMQPMethod::Publish(p)) => {
+                if let Some(ch) = self.channels.get_mut(&chid) {
+                    if !p.exchange.as_str().is_empty()
+                        && !server
+                            .vhost
+                            .lock()
+                            .exchanges
+                            .contains_key(p.exchange.as_str())
+                    {
+                        // Report after the content arrives would lose the channel's sync;
+                        // RabbitMQ reports at once too.
+                        return Err(AmqpError::new(
+                            code::NOT_FOUND,
+                            format!("no exchange '{}' in vhost '/'", p.exchange.as_str()),
+                        ));
+                    }
+                    ch.pending = Some(PendingPublish {
+                        publish: p,
+                        header: None,
+                        body: BytesMut::new(),
+                    });
+                }
+                Ok(())
+            }
+            AMQPClass::Basic(basic::AMQPMethod::Ack(a)) => {
+                self.settle(chid, a.delivery_tag, a.multiple, None)
+            }
+            AMQPClass::Basic(basic::AMQPMethod::Nack(n)) => {
+                self.settle(chid, n.delivery_tag, n.multiple, Some(n.requeue))
+            }
+            AMQPClass::Basic(basic::AMQPMethod::Reject(r)) => {
+                self.settle(chid, r.delivery_tag, false, Some(r.requeue))
+            }
+            AMQPClass::Basic(basic::AMQPMethod::Qos(q)) => {
+                let ch = self.channel_mut(chid)?;
+                if q.global {
+                    ch.shared
+                        .global_prefetch
+                        .store(u32::from(q.prefetch_count), Ordering::Relaxed);
+                } else {
+                    ch.prefetch = u32::from(q.prefetch_count);
+                }
+                self.send(
+                    chid,
+                    AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})),
+                );
+                Ok(())
+            }
+            AMQPClass::Basic(basic::AMQPMethod::Consume(c)) => self.consume(chid, c),
+            AMQPClass::Basic(basic::AMQPMethod::Cancel(c)) => {
+                let ch = self.channel_mut(chid)?;
+                if let Some((target, consumer)) = ch.consumers.remove(c.consumer_tag.as_str()) {
+                    match target {
+                        Target::Queue(q) => server.remove_consumer(&q, consumer.id),
+                        Target::ReplyTo(t) => {
+                            server.reply_to.lock().remove(&t);
+                            ch.reply_token = None;
+                        }
+                    }
+                }
+                if !c.nowait {
+                    self.send(
+                        chid,
+                        AMQPClass::Basic(basic::AMQPMethod::CancelOk(basic::CancelOk {
+                            consumer_tag: c.consumer_tag,
+                        })),
+                    );
+                }
+                Ok(())
+            }
+            AMQPClass::Basic(basic::AMQPMethod::Get(g)) => {
+                let q = server.queue(g.queue.as_str(), conn_id)?;
+                if q.def.args.queue_type == QueueType::Stream {
+                    return Err(AmqpError::new(
+                        code::PRECONDITION_FAILED,
+                        "basic.get is not supported on stream queues",
+                    ));
+                }
+                q.last_used_ms
+                    .store(conflux_broker::now_ms(), Ordering::Relaxed);
+                let now = conflux_broker::now_ms();
+                let (d, count) = {
+                    let mut inner = q.inner.lock();
+                    let d = inner.sub.next(0, now);
+                    if let (Some(d), true) = (&d, g.no_ack) {
+                        inner.sub.ack(d.message.offset, now);
+                    }
+                    (d, inner.sub.ready_len())
+                };
+                let ch = self.channel_mut(chid)?;
+                match d {
+                    None => {
+                        self.send(
+                            chid,
+                            AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})),
+                        );
+                    }
+                    Some(d) => {
+                        let mut st = ch.shared.state.lock();
+                        let tag = st.next_tag;
+                        st.next_tag += 1;
+                        if !g.no_ack {
+                            st.unacked.insert(
+                                tag,
+                                Unacked {
+                                    queue: q.clone(),
+                                    offset: d.message.offset,
+                                    consumer: None,
+                                    stream: false,
+                                },
+                            );
+                        }
+                        drop(st);
+                        let out = message::outgoing(&d.message, &q.def.name);
+                        let frames = server::delivery_frames(
+                            chid,
+                            AMQPClass::Basic(basic::AMQPMethod::GetOk(basic::GetOk {
+                                delivery_tag: tag,
+                                redelivered: d.redelivered,
+                                exchange: out.exchange.as_str().into(),
+                                routing_key: out.routing_key.as_str().into(),
+                                message_count: u32::try_from(count).unwrap_or(u32::MAX),
+                            })),
+                            &out,
+                            self.frame_max,
+                        );
+                        self.shared.send(frames);
+                    }
+                }
+                q.notify.notify_one();
+                Ok(())
+            }
+            AMQPClass::Basic(basic::AMQPMethod::Recover(_))
+            | AMQPClass::Basic(basic::AMQPMethod::RecoverAsync(_)) => {
+                let ch = &self.channels[&chid];
+                let taken = self.take_tags(ch, 0, true)?;
+                for u in taken.iter().rev() {
+                    server.settle(u, false, true);
+                }
+                self.send(
+                    chid,
+                    AMQPClass::Basic(basic::AMQPMethod::RecoverOk(basic::RecoverOk {})),
+                );
+                Ok(())
+            }
+            AMQPClass::Confirm(confirm::AMQPMethod::Select(s)) => {
+                let ch = self.channel_mut(chid)?;
+                if ch.tx_mode {
+                    return Err(AmqpError::new(
+                        code::PRECONDITION_FAILED,
+                        "cannot switch from tx to confirm mode",
+                    ));
+                }
+                ch.confirm = true;
+                if !s.nowait {
+                    self.send(
+                        chid,
+                        AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})),
+                    );
+                }
+                Ok(())
+            }
+            AMQPClass::Tx(tx::AMQPMethod::Select(_)) => {
+                let ch = self.channel_mut(chid)?;
+                if ch.confirm {
+                    return Err(AmqpError::new(
+                        code::PRECONDITION_FAILED,
+                        "cannot switch from confirm to tx mode",
+                    ));
+                }
+                ch.tx_mode = true;
+                self.send(
+                    chid,
+                    AMQPClass::Tx(tx::AMQPMethod::SelectOk(tx::SelectOk {})),
+                );
+                Ok(())
+            }
+            AMQPClass::Tx(tx::AMQPMethod::Commit(_)) => {
+                let ch = self.channel_mut(chid)?;
+                if !ch.tx_mode {
+                    return Err(AmqpError::new(
+                        code::PRECONDITION_FAILED,
+                        "channel is not transactional",
+                    ));
+                }
+                let jobs = std::mem::take(&mut ch.tx_jobs);
+                let settles = std::mem::take(&mut ch.tx_settles);
+                for j in jobs {
+                    let _ = self.pipe.send(PipelineItem::Store(j));
+                }
+                let (done_tx, done_rx) = oneshot::channel();
+                let _ = self.pipe.send(PipelineItem::Barrier(done_tx));
+                let _ = done_rx.await;
+                for (tag, multiple, requeue) in settles {
+                    let ch = &self.channels[&chid];
+                    let taken = self.take_tags(ch, tag, multiple)?;
+                    for u in &taken {
+                        match requeue {
+                            None => server.settle(u, true, false),
+                            Some(r) => server.settle(u, false, r),
+                        }
+                    }
+                }
+                self.send(
+                    chid,
+                    AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})),
+                );
+                Ok(())
+            }
+            AMQPClass::Tx(tx::AMQPMethod::Rollback(_)) => {
+                let ch = self.channel_mut(chid)?;
+                if !ch.tx_mode {
+                    return Err(AmqpError::new(
+                        code::PRECONDITION_FAILED,
+                        "channel is not transactional",
+                    ));
+                }
+                ch.tx_jobs.clear();
+                ch.tx_settles.clear();
+                self.send(
+                    chid,
+                    AMQPClass::Tx(tx::AMQPMethod::RollbackOk(tx::RollbackOk {})),
+                );
+                Ok(())
+            }
+            AMQPClass::Channel(channel::AMQPMethod::Flow(f)) => {
+                self.send(
+                    chid,
+                    AMQPClass::Channel(channel::AMQPMethod::FlowOk(channel::FlowOk {
+                        active: f.active,
+                    })),
+                );
+                Ok(())
+            }
+            AMQPClass::Access(access::AMQPMethod::Request(_)) => {
+                self.send(
+                    chid,
+                    AMQPClass::Access(access::AMQPMethod::RequestOk(access::RequestOk {})),
+                );
+                Ok(())
+            }
+            AMQPClass::Exchange(exchange::AMQPMethod::Declare(d)) => {
+                server.declare_exchange(
+                    d.exchange.as_str(),
+                    d.kind.as_str(),
+                    d.passive,
+                    d.durable,
+                    d.auto_delete,
+                    d.internal,
+                )?;
+                if !d.nowait {
+                    self.send(
+                        chid,
+                        AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(
+                            exchange::DeclareOk {},
+                        )),
+                    );
+                }
+                Ok(())
+            }
+            AMQPClass::Exchange(exchange::AMQPMethod::Delete(d)) => {
+                match server.delete_exchange(d.exchange.as_str(), d.if_unused) {
+                    // Deleting an absent exchange succeeds, as in RabbitMQ 3.x+.
+                    Err(e) if e.code == code::NOT_FOUND => {}
+                    other => other?,
+                }
+                if !d.nowait {
+                    self.send(
+                        chid,
+                        AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {})),
+                    );
+                }
+                Ok(())
+            }
+            AMQPClass::Exchange(exchange::AMQPMethod::Bind(b)) => {
+                server.bind(
+                    b.source.as_str(),
+                    Destination::Exchange(b.destination.as_str().to_string()),
+                    b.routing_key.as_str(),
+                    &b.arguments,
+                    false,
+                )?;
+                if !b.nowait {
+                    self.send(
+                        chid,
+                        AMQPClass::Exchange(exchange::AMQPMethod::BindOk(exchange::BindOk {})),
+                    );
+                }
+                Ok(())
+            }
+            AMQPClass::Exchange(exchange::AMQPMethod::Unbind(b)) => {
+                server.bind(
+                    b.source.as_str(),
+                    Destination::Exchange(b.destination.as_str().to_string()),
+                    b.routing_key.as_str(),
+                    &b.arguments,
+                    true,
+                )?;
+                if !b.nowait {
+                    self.send(
+                        chid,
+                        AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {})),
+                    );
+                }
+                Ok(())
+            }
+            AMQPClass::Queue(queue::AMQPMethod::Declare(d)) => {
+                let name = if d.queue.as_str().is_empty() {
+                    format!("amq.gen-{}", uuid_like(server.next_id()))
+                } else {
+                    d.queue.as_str().to_string()
+                };
+                let q = server.declare_queue(
+                    &name,
+                    d.passive,
+                    d.durable,
+                    d.exclusive,
+                    d.auto_delete,
+                    &d.arguments,
+                    conn_id,
+                )?;
+                if !d.nowait {
+                    self.send(
+                        chid,
+                        AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk {
+                            queue: name.as_str().into(),
+                            message_count: q.message_count(),
+                            consumer_count: q.consumer_count(),
+                        })),
+                    );
+                }
+                Ok(())
+            }
+            AMQPClass::Queue(queue::AMQPMethod::Bind(b)) => {
+                server.queue(b.queue.as_str(), conn_id)?;
+                server.bind(
+                    b.exchange.as_str(),
+                    Destination::Queue(b.queue.as_str().to_string()),
+                    b.routing_key.as_str(),
+                    &b.arguments,
+                    false,
+                )?;
+                if !b.nowait {
+                    self.send(
+                        chid,
+                        AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {})),
+                    );
+                }
+                Ok(())
+            }
+            AMQPClass::Queue(queue::AMQPMethod::Unbind(b)) => {
+                server.bind(
+                    b.exchange.as_str(),
+                    Destination::Queue(b.queue.as_str().to_string()),
+                    b.routing_key.as_str(),
+                    &b.arguments,
+                    true,
+                )?;
+                self.send(
+                    chid,
+                    AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {})),
+                );
+                Ok(())
+            }
+            AMQPClass::Queue(queue::AMQPMethod::Purge(p)) => {
+                let q = server.queue(p.queue.as_str(), conn_id)?;
+                let n = q.inner.lock().sub.purge();
+                if !p.nowait {
+                    self.send(
+                        chid,
+                        AMQPClass::Queue(queue::AMQPMethod::PurgeOk(queue::PurgeOk {
+                            message_count: u32::try_from(n).unwrap_or(u32::MAX),
+                        })),
+                    );
+                }
+                Ok(())
+            }
+            AMQPClass::Queue(queue::AMQPMethod::Delete(d)) => {
+                if server.vhost.lock().queues.contains_key(d.queue.as_str()) {
+                    server.queue(d.queue.as_str(), conn_id)?;
+                }
+                let n = server.delete_queue(d.queue.as_str(), d.if_unused, d.if_empty)?;
+                if !d.nowait {
+                    self.send(
+                        chid,
+                        AMQPClass::Queue(queue::AMQPMethod::DeleteOk(queue::DeleteOk {
+                            message_count: n,
+                        })),
+                    );
+                }
+                Ok(())
+            }
+            other => Err(AmqpError::new(
+                code::NOT_IMPLEMENTED,
+                format!(
+                    "method {}.{} is not implemented",
+                    other.get_amqp_class_id(),
+                    other.get_amqp_method_id()
+                ),
+            )),
+        }
+    }
+
+    fn channel_mut(&mut self, chid: u16) -> AResult<&mut Channel> {
+        self.channels
+            .get_mut(&chid)
+            .ok_or_else(|| AmqpError::new(code::CHANNEL_ERROR, "no such channel"))
+    }
+
+    fn consume(&mut self, chid: u16, c: basic::Consume) -> AResult<()> {
+        let server = self.server.clone();
+        let conn_id = self.shared.id;
+        let tag = if c.consumer_tag.as_str().is_empty() {
+            format!("amq.ctag-{}", uuid_like(server.next_id()))
+        } else {
+            c.consumer_tag.as_str().to_string()
+        };
+        let ch = self.channel_mut(chid)?;
+        if ch.consumers.contains_key(&tag) {
+            return Err(AmqpError::new(
+                code::NOT_ALLOWED,
+                format!("attempt to reuse consumer tag '{tag}'"),
+            ));
+        }
+        let shared = ch.shared.clone();
+        let prefetch = ch.prefetch;
+        if c.queue.as_str() == REPLY_TO {
+            if !c.no_ack {
+                return Err(AmqpError::new(
+                    code::PRECONDITION_FAILED,
+                    "reply consumer cannot acknowledge",
+                ));
+            }
+            let token = format!(
+                "{REPLY_TO}.g1h2AA5yZXBseUAx.{}",
+                uuid_like(server.next_id())
+            );
+            let consumer = Arc::new(Consumer {
+                id: server.next_id(),
+                tag: tag.clone(),
+                channel: shared.clone(),
+                no_ack: true,
+                exclusive: false,
+                prefetch: 0,
+                unacked: AtomicU32::new(0),
+                stream: None,
+            });
+            server
+                .reply_to
+                .lock()
+                .insert(token.clone(), (shared, tag.clone()));
+            ch.reply_token = Some(token.clone());
+            ch.consumers
+                .insert(tag.clone(), (Target::ReplyTo(token), consumer));
+            if !c.nowait {
+                self.send(
+                    chid,
+                    AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
+                        consumer_tag: tag.as_str().into(),
+                    })),
+                );
+            }
+            return Ok(());
+        }
+        let q = server.queue(c.queue.as_str(), conn_id)?;
+        let stream = if q.def.args.queue_type == QueueType::Stream {
+            if prefetch == 0 && shared.global_prefetch.load(Ordering::Relaxed) == 0 && !c.no_ack {
+                return Err(AmqpError::new(
+                    code::PRECONDITION_FAILED,
+                    "consumer prefetch count is not set for stream queue",
+                ));
+            }
+            let p = q.topic.partition(0);
+            let (start, end) = p
+                .map(|p| (p.log.log_start_offset(), p.log.high_watermark()))
+                .unwrap_or((0, 0));
+            let from = match c.arguments.inner().get("x-stream-offset") {
+                None => end,
+                Some(v) => match server::str_arg(v).as_deref() {
+                    Some("first") => start,
+                    Some("last") | Some("next") => end,
+                    Some(_) => {
+                        return Err(AmqpError::new(
+                            code::PRECONDITION_FAILED,
+                            "x-stream-offset must be first, last, next or an offset",
+                        ))
+                    }
+                    None => match v {
+                        AMQPValue::Timestamp(_) => start,
+                        _ => int_value(v).unwrap_or(end).clamp(start, end),
+                    },
+                },
+            };
+            let sub = Subscription::open(SubscriptionConfig::default(), None, from)
+                .map_err(|e| AmqpError::new(code::INTERNAL_ERROR, e.to_string()))?;
+            Some(parking_lot::Mutex::new(sub))
+        } else {
+            None
+        };
+        let consumer = Arc::new(Consumer {
+            id: server.next_id(),
+            tag: tag.clone(),
+            channel: shared,
+            no_ack: c.no_ack,
+            exclusive: c.exclusive,
+            prefetch,
+            unacked: AtomicU32::new(0),
+            stream,
+        });
+        if !c.nowait {
+            // consume-ok goes out before the first delivery.
+            self.send(
+                chid,
+                AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
+                    consumer_tag: tag.as_str().into(),
+                })),
+            );
+        }
+        server.add_consumer(&q, consumer.clone())?;
+        let ch = self.channel_mut(chid)?;
+        ch.consumers.insert(tag, (Target::Queue(q), consumer));
+        Ok(())
+    }
+}
+
+fn int_value(v: &AMQPValue) -> Option<i64> {
+    match v {
+        AMQPValue::ShortShortInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortShortUInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortUInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongUInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongLongInt(n) => Some(*n),
+        _ => None,
+    }
+}
+
+/// A short unique token for server-generated names.
+fn uuid_like(n: u64) -> String {
+    let r = uuid::Uuid::new_v4().simple().to_string();
+    format!("{}{n:x}", &r[..16])
+}
+
+/// The parts of a channel that cleanup needs, for channels kept open (closing) after a
+/// soft error.
+fn return_view(
+    shared: Arc<ChannelShared>,
+    consumers: HashMap<String, (Target, Arc<Consumer>)>,
+) -> Channel {
+    Channel {
+        shared,
+        confirm: false,
+        next_seq: 1,
+        tx_mode: false,
+        tx_jobs: Vec::new(),
+        tx_settles: Vec::new(),
+        prefetch: 0,
+        consumers,
+        pending: None,
+        closing: true,
+        reply_token: None,
+    }
+}
+
+fn unreachable_pending() -> PendingPublish {
+    PendingPublish {
+        publish: basic::Publish {
+            exchange: ShortString::from(""),
+            routing_key: ShortString::from(""),
+            mandatory: false,
+            immediate: false,
+        },
+        header: None,
+        body: BytesMut::new(),
+    }
+}

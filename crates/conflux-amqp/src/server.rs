@@ -1,0 +1,1737 @@
+//! The AMQP virtual host: exchanges, bindings and queues, routing, the per-queue delivery
+//! pump, and the append pipeline that stores published and dead-lettered messages.
+//!
+//! A queue is a broker topic with one partition plus a [`Subscription`]. Exchanges, bindings
+//! and queue definitions are routing metadata kept in the broker's metadata log (keys
+//! `amqp/exchange/<name>` and `amqp/queue/<name>`), so they survive a restart.
+//!
+//! Locking order: `Server::vhost` → `Queue::inner` → `ChannelShared::state`. The pump of a
+//! queue holds `Queue::inner` while it hands messages to consumers.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use amq_protocol::protocol::basic::{self, AMQPProperties};
+use amq_protocol::protocol::AMQPClass;
+use amq_protocol::types::{AMQPValue, FieldTable};
+use bytes::{Bytes, BytesMut};
+use conflux_broker::subscription::{
+    self, Admission, ConsumerId, DeadLetter, DeadReason, Message, Overflow, Subscription,
+    SubscriptionConfig,
+};
+use conflux_broker::{Broker, NewTopic, Topic};
+use conflux_wire::records::{BatchBuilder, RecordHeader};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use crate::frame::{self, code};
+use crate::message;
+use crate::AmqpConfig;
+
+/// An AMQP error: channel-level (soft) or connection-level (hard) by its code.
+#[derive(Debug, Clone)]
+pub struct AmqpError {
+    pub code: u16,
+    pub text: String,
+}
+
+impl AmqpError {
+    pub fn new(code: u16, text: impl Into<String>) -> AmqpError {
+        let text = text.into();
+        let name = match code {
+            code::NOT_FOUND => "NOT_FOUND",
+            code::ACCESS_REFUSED => "ACCESS_REFUSED",
+            code::RESOURCE_LOCKED => "RESOURCE_LOCKED",
+            code::PRECONDITION_FAILED => "PRECONDITION_FAILED",
+            code::FRAME_ERROR => "FRAME_ERROR",
+            code::SYNTAX_ERROR => "SYNTAX_ERROR",
+            code::COMMAND_INVALID => "COMMAND_INVALID",
+            code::CHANNEL_ERROR => "CHANNEL_ERROR",
+            code::UNEXPECTED_FRAME => "UNEXPECTED_FRAME",
+            code::NOT_ALLOWED => "NOT_ALLOWED",
+            code::NOT_IMPLEMENTED => "NOT_IMPLEMENTED",
+            code::INTERNAL_ERROR => "INTERNAL_ERROR",
+            code::INVALID_PATH => "INVALID_PATH",
+            code::RESOURCE_ERROR => "RESOURCE_ERROR",
+            _ => "ERROR",
+        };
+        let mut text = format!("{name} - {text}");
+        text.truncate(250);
+        AmqpError { code, text }
+    }
+
+    /// Whether the error closes the whole connection.
+    pub fn is_hard(&self) -> bool {
+        matches!(self.code, 320 | 402 | 501..=541)
+    }
+}
+
+pub type AResult<T> = Result<T, AmqpError>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExchangeKind {
+    Direct,
+    Fanout,
+    Topic,
+    Headers,
+}
+
+impl ExchangeKind {
+    pub fn parse(s: &str) -> Option<ExchangeKind> {
+        match s {
+            "direct" => Some(ExchangeKind::Direct),
+            "fanout" => Some(ExchangeKind::Fanout),
+            "topic" => Some(ExchangeKind::Topic),
+            "headers" => Some(ExchangeKind::Headers),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExchangeKind::Direct => "direct",
+            ExchangeKind::Fanout => "fanout",
+            ExchangeKind::Topic => "topic",
+            ExchangeKind::Headers => "headers",
+        }
+    }
+}
+
+/// Where a binding leads.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Destination {
+    Queue(String),
+    Exchange(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Binding {
+    pub destination: Destination,
+    pub routing_key: String,
+    /// Headers-exchange arguments as text: `x-match` and the values to match.
+    pub arguments: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Exchange {
+    pub name: String,
+    pub kind: ExchangeKind,
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub internal: bool,
+    #[serde(default)]
+    pub bindings: Vec<Binding>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    #[default]
+    Classic,
+    Quorum,
+    Stream,
+}
+
+/// A queue's declared arguments, parsed.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueueArgs {
+    pub message_ttl_ms: Option<i64>,
+    pub expires_ms: Option<i64>,
+    pub max_length: Option<u64>,
+    pub max_length_bytes: Option<u64>,
+    pub overflow: Option<Overflow>,
+    pub dead_letter_exchange: Option<String>,
+    pub dead_letter_routing_key: Option<String>,
+    pub max_priority: Option<u8>,
+    pub queue_type: QueueType,
+    pub delivery_limit: Option<u32>,
+}
+
+fn int_arg(v: &AMQPValue) -> Option<i64> {
+    match v {
+        AMQPValue::ShortShortInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortShortUInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortUInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongUInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongLongInt(n) => Some(*n),
+        AMQPValue::Timestamp(n) => i64::try_from(*n).ok(),
+        _ => None,
+    }
+}
+
+pub fn str_arg(v: &AMQPValue) -> Option<String> {
+    match v {
+        AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        _ => None,
+    }
+}
+
+impl QueueArgs {
+    pub fn parse(table: &FieldTable) -> AResult<QueueArgs> {
+        let mut a = QueueArgs::default();
+        let bad = |k: &str, why: &str| {
+            Err(AmqpError::new(
+                code::PRECONDITION_FAILED,
+                format!("invalid arg '{k}': {why}"),
+            ))
+        };
+        for (k, v) in table.inner() {
+            let k = k.as_str();
+            let int = int_arg(v);
+            match k {
+                "x-message-ttl" => match int {
+                    Some(n) if n >= 0 => a.message_ttl_ms = Some(n),
+                    _ => return bad(k, "expected a non-negative integer"),
+                },
+                "x-expires" => match int {
+                    Some(n) if n > 0 => a.expires_ms = Some(n),
+                    _ => return bad(k, "expected a positive integer"),
+                },
+                "x-max-length" => match int {
+                    Some(n) if n >= 0 => a.max_length = Some(n as u64),
+                    _ => return bad(k, "expected a non-negative integer"),
+                },
+                "x-max-length-bytes" => match int {
+                    Some(n) if n >= 0 => a.max_length_bytes = Some(n as u64),
+                    _ => return bad(k, "expected a non-negative integer"),
+                },
+                "x-max-priority" => match int {
+                    Some(n) if (0..=255).contains(&n) => a.max_priority = Some(n as u8),
+                    _ => return bad(k, "expected an integer between 0 and 255"),
+                },
+                "x-delivery-limit" => match int {
+                    Some(n) if n >= 0 => a.delivery_limit = Some(n.min(u32::MAX as i64) as u32),
+                    _ => return bad(k, "expected a non-negative integer"),
+                },
+                "x-overflow" => match str_arg(v).as_deref().and_then(Overflow::parse) {
+                    Some(o) => a.overflow = Some(o),
+                    None => {
+                        return bad(
+                            k,
+                            "expected drop-head, reject-publish or reject-publish-dlx",
+                        )
+                    }
+                },
+                "x-dead-letter-exchange" => match str_arg(v) {
+                    Some(s) => a.dead_letter_exchange = Some(s),
+                    None => return bad(k, "expected a string"),
+                },
+                "x-dead-letter-routing-key" => match str_arg(v) {
+                    Some(s) => a.dead_letter_routing_key = Some(s),
+                    None => return bad(k, "expected a string"),
+                },
+                "x-queue-type" => {
+                    a.queue_type = match str_arg(v).as_deref() {
+                        Some("classic") => QueueType::Classic,
+                        Some("quorum") => QueueType::Quorum,
+                        Some("stream") => QueueType::Stream,
+                        _ => return bad(k, "expected classic, quorum or stream"),
+                    }
+                }
+                _ => {}
+            }
+        }
+        if a.dead_letter_routing_key.is_some() && a.dead_letter_exchange.is_none() {
+            return bad(
+                "x-dead-letter-routing-key",
+                "requires x-dead-letter-exchange",
+            );
+        }
+        Ok(a)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueDef {
+    pub name: String,
+    pub topic: String,
+    pub durable: bool,
+    pub exclusive: bool,
+    pub auto_delete: bool,
+    pub args: QueueArgs,
+}
+
+/// A connection as the queues see it: where to write frames.
+#[derive(Debug)]
+pub struct ConnShared {
+    pub id: u64,
+    pub tx: mpsc::UnboundedSender<Bytes>,
+    /// Bytes queued for the writer and not yet written (backpressure for deliveries).
+    pub backlog: AtomicUsize,
+    pub frame_max: AtomicU32,
+    pub cancel_notify: AtomicBool,
+    pub closed: AtomicBool,
+}
+
+impl ConnShared {
+    pub fn send(&self, frames: BytesMut) {
+        self.backlog.fetch_add(frames.len(), Ordering::Relaxed);
+        let _ = self.tx.send(frames.freeze());
+    }
+}
+
+/// A delivery awaiting ack on a channel.
+#[derive(Debug, Clone)]
+pub struct Unacked {
+    pub queue: Arc<Queue>,
+    pub offset: i64,
+    pub consumer: Option<Arc<Consumer>>,
+    /// For stream queues: the consumer's own subscription.
+    pub stream: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct ChannelState {
+    pub next_tag: u64,
+    pub unacked: BTreeMap<u64, Unacked>,
+}
+
+/// A channel as the queues see it.
+#[derive(Debug)]
+pub struct ChannelShared {
+    pub id: u16,
+    pub conn: Arc<ConnShared>,
+    /// Per-channel prefetch (basic.qos global=true); 0 is unlimited.
+    pub global_prefetch: AtomicU32,
+    pub unacked_count: AtomicU32,
+    pub state: Mutex<ChannelState>,
+    pub closed: AtomicBool,
+}
+
+impl ChannelShared {
+    pub fn new(id: u16, conn: Arc<ConnShared>) -> ChannelShared {
+        ChannelShared {
+            id,
+            conn,
+            global_prefetch: AtomicU32::new(0),
+            unacked_count: AtomicU32::new(0),
+            state: Mutex::new(ChannelState {
+                next_tag: 1,
+                unacked: BTreeMap::new(),
+            }),
+            closed: AtomicBool::new(false),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Consumer {
+    pub id: ConsumerId,
+    pub tag: String,
+    pub channel: Arc<ChannelShared>,
+    pub no_ack: bool,
+    pub exclusive: bool,
+    /// Per-consumer prefetch; 0 is unlimited.
+    pub prefetch: u32,
+    pub unacked: AtomicU32,
+    /// Stream queues: this consumer's own cursor over the log.
+    pub stream: Option<Mutex<Subscription>>,
+}
+
+impl Consumer {
+    fn has_credit(&self) -> bool {
+        if self.channel.closed.load(Ordering::Relaxed) {
+            return false;
+        }
+        if self.no_ack {
+            return self.channel.conn.backlog.load(Ordering::Relaxed) < 4 << 20;
+        }
+        let g = self.channel.global_prefetch.load(Ordering::Relaxed);
+        (self.prefetch == 0 || self.unacked.load(Ordering::Relaxed) < self.prefetch)
+            && (g == 0 || self.channel.unacked_count.load(Ordering::Relaxed) < g)
+    }
+}
+
+#[derive(Debug)]
+pub struct QueueInner {
+    pub sub: Subscription,
+    pub consumers: Vec<Arc<Consumer>>,
+    rr: usize,
+    last_checkpoint: std::time::Instant,
+}
+
+#[derive(Debug)]
+pub struct Queue {
+    pub def: QueueDef,
+    pub id: u64,
+    pub topic: Arc<Topic>,
+    pub owner: Option<u64>,
+    pub inner: Mutex<QueueInner>,
+    pub notify: Notify,
+    pub deleted: AtomicBool,
+    /// Last time the queue was used (consumer or get), for `x-expires`.
+    pub last_used_ms: AtomicI64,
+}
+
+impl Queue {
+    pub fn message_count(&self) -> u32 {
+        let inner = self.inner.lock();
+        u32::try_from(inner.sub.ready_len()).unwrap_or(u32::MAX)
+    }
+    pub fn consumer_count(&self) -> u32 {
+        self.inner.lock().consumers.len() as u32
+    }
+}
+
+/// A message on its way into queue logs.
+#[derive(Debug)]
+pub struct StoreJob {
+    pub targets: Vec<Arc<Queue>>,
+    pub headers: Vec<RecordHeader>,
+    pub body: Bytes,
+    pub timestamp: i64,
+    /// Publisher confirm to send once stored: channel and sequence number.
+    pub confirm: Option<(Arc<ChannelShared>, u64)>,
+    /// A queue refused the message (overflow): the confirm is a nack.
+    pub refused: bool,
+}
+
+/// Work for an append pipeline.
+#[derive(Debug)]
+pub enum PipelineItem {
+    Store(StoreJob),
+    /// Completed once everything before it is stored (tx.commit).
+    Barrier(oneshot::Sender<()>),
+}
+
+#[derive(Debug, Default)]
+pub struct VHost {
+    pub exchanges: HashMap<String, Exchange>,
+    pub queues: HashMap<String, Arc<Queue>>,
+}
+
+/// Statistics of one queue, for metrics and management APIs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QueueStats {
+    pub name: String,
+    pub topic: String,
+    pub durable: bool,
+    pub queue_type: String,
+    pub ready: u64,
+    pub unacked: u64,
+    pub delayed: u64,
+    pub bytes: u64,
+    pub consumers: u64,
+    pub dead_lettered: u64,
+    pub dead_letter_exchange: Option<String>,
+}
+
+/// The AMQP server state shared by every connection.
+#[derive(Debug)]
+pub struct Server {
+    pub broker: Arc<Broker>,
+    pub config: AmqpConfig,
+    pub vhost: Mutex<VHost>,
+    next_id: AtomicU64,
+    /// Dead letters and other server-originated stores.
+    dead_tx: mpsc::UnboundedSender<PipelineItem>,
+    /// Direct reply-to consumers by their reply token.
+    pub reply_to: Mutex<HashMap<String, (Arc<ChannelShared>, String)>>,
+}
+
+const PREDECLARED: [(&str, ExchangeKind); 6] = [
+    ("", ExchangeKind::Direct),
+    ("amq.direct", ExchangeKind::Direct),
+    ("amq.fanout", ExchangeKind::Fanout),
+    ("amq.topic", ExchangeKind::Topic),
+    ("amq.headers", ExchangeKind::Headers),
+    ("amq.match", ExchangeKind::Headers),
+];
+
+pub const REPLY_TO: &str = "amq.rabbitmq.reply-to";
+
+/// The topic a queue is stored in: the queue's own name when it is a valid topic name (one
+/// namespace with Kafka), otherwise a sanitised name with a hash of the original.
+pub fn topic_for_queue(name: &str) -> String {
+    if conflux_broker::topics::validate_topic_name(name).is_ok() {
+        return name.to_string();
+    }
+    let clean: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(200)
+        .collect();
+    format!("amqp.q.{clean}.{:08x}", crc32c::crc32c(name.as_bytes()))
+}
+
+fn storage_err(e: impl std::fmt::Display) -> AmqpError {
+    AmqpError::new(code::INTERNAL_ERROR, format!("storage error: {e}"))
+}
+
+impl Server {
+    /// Opens the virtual host from the broker's routing metadata: exchanges with their
+    /// bindings and durable queues come back; non-durable queues left by a previous run are
+    /// deleted with their topics.
+    pub fn open(broker: Arc<Broker>, config: AmqpConfig) -> Arc<Server> {
+        let (dead_tx, dead_rx) = mpsc::unbounded_channel();
+        let server = Arc::new(Server {
+            broker: broker.clone(),
+            config,
+            vhost: Mutex::new(VHost::default()),
+            next_id: AtomicU64::new(1),
+            dead_tx,
+            reply_to: Mutex::new(HashMap::new()),
+        });
+        tokio::spawn(run_pipeline(server.clone(), dead_rx));
+        let mut vhost = VHost::default();
+        for (name, kind) in PREDECLARED {
+            vhost.exchanges.insert(
+                name.to_string(),
+                Exchange {
+                    name: name.to_string(),
+                    kind,
+                    durable: true,
+                    auto_delete: false,
+                    internal: false,
+                    bindings: Vec::new(),
+                },
+            );
+        }
+        for (_, v) in broker.routing_entries("amqp/exchange/") {
+            match serde_json::from_value::<Exchange>(v) {
+                Ok(x) => {
+                    vhost.exchanges.insert(x.name.clone(), x);
+                }
+                Err(e) => tracing::warn!(error = %e, "skipping an unreadable exchange definition"),
+            }
+        }
+        for (key, v) in broker.routing_entries("amqp/queue/") {
+            let Ok(def) = serde_json::from_value::<QueueDef>(v) else {
+                continue;
+            };
+            if !def.durable || def.exclusive {
+                let _ = broker.remove_routing(&key);
+                if broker.topic(&def.topic).is_some() {
+                    let _ = broker.delete_topic(&def.topic);
+                }
+                let _ = std::fs::remove_file(server.state_path(&def.topic));
+                continue;
+            }
+            match server.open_queue(def, None) {
+                Ok(q) => {
+                    vhost.queues.insert(q.def.name.clone(), q);
+                }
+                Err(e) => tracing::warn!(error = %e.text, "could not reopen a queue"),
+            }
+        }
+        // Bindings to queues that did not come back are dropped.
+        for x in vhost.exchanges.values_mut() {
+            let queues = &vhost.queues;
+            x.bindings.retain(|b| match &b.destination {
+                Destination::Queue(q) => queues.contains_key(q),
+                Destination::Exchange(_) => true,
+            });
+        }
+        *server.vhost.lock() = vhost;
+        server
+    }
+
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn state_path(&self, topic: &str) -> std::path::PathBuf {
+        self.broker
+            .data_dir()
+            .join("amqp")
+            .join("subscriptions")
+            .join(format!("{topic}.json"))
+    }
+
+    fn sub_config(&self, def: &QueueDef) -> SubscriptionConfig {
+        let a = &def.args;
+        SubscriptionConfig {
+            backoff_base_ms: self.config.redelivery_backoff_base_ms,
+            backoff_max_ms: self.config.redelivery_backoff_max_ms,
+            delivery_limit: a.delivery_limit,
+            message_ttl_ms: a.message_ttl_ms,
+            max_length: a.max_length,
+            max_length_bytes: a.max_length_bytes,
+            overflow: a.overflow.unwrap_or_default(),
+            max_priority: a.max_priority,
+            dead_letter: a.dead_letter_exchange.is_some(),
+            lease_ms: None,
+        }
+    }
+
+    /// Creates the queue's topic if needed and its subscription, and starts its pump.
+    fn open_queue(self: &Arc<Self>, def: QueueDef, owner: Option<u64>) -> AResult<Arc<Queue>> {
+        let topic = match self.broker.topic(&def.topic) {
+            Some(t) => t,
+            None => {
+                let mut configs = BTreeMap::new();
+                if def.args.queue_type != QueueType::Stream {
+                    // Acked segments are reclaimed: retention deletes closed segments below
+                    // the ack floor.
+                    configs.insert("retention.ms".to_string(), "0".to_string());
+                    configs.insert("segment.bytes".to_string(), (64 << 20).to_string());
+                }
+                if !def.durable {
+                    configs.insert("flush.messages".to_string(), "1000000".to_string());
+                    configs.insert("flush.ms".to_string(), "1000".to_string());
+                }
+                let req = NewTopic {
+                    name: def.topic.clone(),
+                    partitions: Some(1),
+                    replication_factor: None,
+                    configs,
+                };
+                match self.broker.create_topic(req, false) {
+                    Ok(t) => t,
+                    Err(conflux_broker::BrokerError::TopicAlreadyExists(_)) => self
+                        .broker
+                        .topic(&def.topic)
+                        .ok_or_else(|| AmqpError::new(code::INTERNAL_ERROR, "topic vanished"))?,
+                    Err(e) => return Err(storage_err(e)),
+                }
+            }
+        };
+        let log_start = topic
+            .partition(0)
+            .map(|p| p.log.log_start_offset())
+            .unwrap_or(0);
+        let state_path = def.durable.then(|| self.state_path(&def.topic));
+        let mut sub_cfg = self.sub_config(&def);
+        if def.args.queue_type == QueueType::Stream {
+            // The queue-level subscription of a stream only tracks the length.
+            sub_cfg = SubscriptionConfig::default();
+        }
+        let sub = Subscription::open(sub_cfg, state_path, log_start).map_err(storage_err)?;
+        let queue = Arc::new(Queue {
+            id: self.next_id(),
+            topic,
+            owner,
+            inner: Mutex::new(QueueInner {
+                sub,
+                consumers: Vec::new(),
+                rr: 0,
+                last_checkpoint: std::time::Instant::now(),
+            }),
+            notify: Notify::new(),
+            deleted: AtomicBool::new(false),
+            last_used_ms: AtomicI64::new(conflux_broker::now_ms()),
+            def,
+        });
+        tokio::spawn(run_pump(self.clone(), queue.clone()));
+        Ok(queue)
+    }
+
+    fn persist_exchange(&self, x: &Exchange) -> AResult<()> {
+        if !x.durable || x.name.is_empty() {
+            return Ok(());
+        }
+        let v = serde_json::to_value(x).map_err(storage_err)?;
+        self.broker
+            .set_routing(&format!("amqp/exchange/{}", x.name), v)
+            .map_err(storage_err)
+    }
+
+    // ---- exchanges -------------------------------------------------------------------------
+
+    pub fn declare_exchange(
+        &self,
+        name: &str,
+        kind: &str,
+        passive: bool,
+        durable: bool,
+        auto_delete: bool,
+        internal: bool,
+    ) -> AResult<()> {
+        let mut vh = self.vhost.lock();
+        if let Some(x) = vh.exchanges.get(name) {
+            if passive {
+                return Ok(());
+            }
+            if x.kind.as_str() != kind
+                || x.durable != durable
+                || x.auto_delete != auto_delete
+                || x.internal != internal
+            {
+                return Err(AmqpError::new(
+                    code::PRECONDITION_FAILED,
+                    format!("inequivalent arg for exchange '{name}' in vhost '/'"),
+                ));
+            }
+            return Ok(());
+        }
+        if passive {
+            return Err(AmqpError::new(
+                code::NOT_FOUND,
+                format!("no exchange '{name}' in vhost '/'"),
+            ));
+        }
+        if name.starts_with("amq.") {
+            return Err(AmqpError::new(
+                code::ACCESS_REFUSED,
+                format!("exchange name '{name}' contains reserved prefix 'amq.*'"),
+            ));
+        }
+        let Some(kind) = ExchangeKind::parse(kind) else {
+            return Err(AmqpError::new(
+                code::COMMAND_INVALID,
+                format!("unknown exchange type '{kind}'"),
+            ));
+        };
+        let x = Exchange {
+            name: name.to_string(),
+            kind,
+            durable,
+            auto_delete,
+            internal,
+            bindings: Vec::new(),
+        };
+        self.persist_exchange(&x)?;
+        vh.exchanges.insert(name.to_string(), x);
+        Ok(())
+    }
+
+    pub fn delete_exchange(&self, name: &str, if_unused: bool) -> AResult<()> {
+        if name.is_empty() || name.starts_with("amq.") {
+            return Err(AmqpError::new(
+                code::ACCESS_REFUSED,
+                format!("cannot delete exchange '{name}'"),
+            ));
+        }
+        let mut vh = self.vhost.lock();
+        let Some(x) = vh.exchanges.get(name) else {
+            return Err(AmqpError::new(
+                code::NOT_FOUND,
+                format!("no exchange '{name}' in vhost '/'"),
+            ));
+        };
+        let used_as_destination = vh.exchanges.values().any(|o| {
+            o.bindings
+                .iter()
+                .any(|b| b.destination == Destination::Exchange(name.to_string()))
+        });
+        if if_unused && (!x.bindings.is_empty() || used_as_destination) {
+            return Err(AmqpError::new(
+                code::PRECONDITION_FAILED,
+                format!("exchange '{name}' in vhost '/' in use"),
+            ));
+        }
+        vh.exchanges.remove(name);
+        let dest = Destination::Exchange(name.to_string());
+        let mut changed = Vec::new();
+        for o in vh.exchanges.values_mut() {
+            let before = o.bindings.len();
+            o.bindings.retain(|b| b.destination != dest);
+            if o.bindings.len() != before {
+                changed.push(o.clone());
+            }
+        }
+        drop(vh);
+        for o in changed {
+            self.persist_exchange(&o)?;
+        }
+        self.broker
+            .remove_routing(&format!("amqp/exchange/{name}"))
+            .map_err(storage_err)
+    }
+
+    pub fn bind(
+        &self,
+        source: &str,
+        destination: Destination,
+        routing_key: &str,
+        arguments: &FieldTable,
+        unbind: bool,
+    ) -> AResult<()> {
+        let mut vh = self.vhost.lock();
+        if source.is_empty() {
+            return Err(AmqpError::new(
+                code::ACCESS_REFUSED,
+                "operation not permitted on the default exchange",
+            ));
+        }
+        match &destination {
+            Destination::Queue(q) if !vh.queues.contains_key(q) => {
+                return Err(AmqpError::new(
+                    code::NOT_FOUND,
+                    format!("no queue '{q}' in vhost '/'"),
+                ))
+            }
+            Destination::Exchange(x) if !vh.exchanges.contains_key(x) => {
+                return Err(AmqpError::new(
+                    code::NOT_FOUND,
+                    format!("no exchange '{x}' in vhost '/'"),
+                ))
+            }
+            _ => {}
+        }
+        let args: BTreeMap<String, String> = arguments
+            .inner()
+            .iter()
+            .filter_map(|(k, v)| crate::message::value_text(v).map(|t| (k.as_str().to_string(), t)))
+            .collect();
+        let Some(x) = vh.exchanges.get_mut(source) else {
+            return Err(AmqpError::new(
+                code::NOT_FOUND,
+                format!("no exchange '{source}' in vhost '/'"),
+            ));
+        };
+        let b = Binding {
+            destination,
+            routing_key: routing_key.to_string(),
+            arguments: args,
+        };
+        if unbind {
+            x.bindings.retain(|o| *o != b);
+        } else if !x.bindings.contains(&b) {
+            x.bindings.push(b);
+        }
+        let x = x.clone();
+        let auto_delete_now = unbind && x.auto_delete && x.bindings.is_empty();
+        if auto_delete_now {
+            vh.exchanges.remove(&x.name);
+            drop(vh);
+            return self
+                .broker
+                .remove_routing(&format!("amqp/exchange/{}", x.name))
+                .map_err(storage_err);
+        }
+        drop(vh);
+        self.persist_exchange(&x)
+    }
+
+    // ---- routing ---------------------------------------------------------------------------
+
+    /// The queues a message reaches, following exchange-to-exchange bindings.
+    pub fn route(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        headers: Option<&FieldTable>,
+    ) -> AResult<Vec<Arc<Queue>>> {
+        let vh = self.vhost.lock();
+        if exchange.is_empty() {
+            return Ok(vh.queues.get(routing_key).cloned().into_iter().collect());
+        }
+        if !vh.exchanges.contains_key(exchange) {
+            return Err(AmqpError::new(
+                code::NOT_FOUND,
+                format!("no exchange '{exchange}' in vhost '/'"),
+            ));
+        }
+        let mut seen_x = HashSet::new();
+        let mut seen_q = HashSet::new();
+        let mut out = Vec::new();
+        let mut stack = vec![exchange.to_string()];
+        while let Some(xname) = stack.pop() {
+            if !seen_x.insert(xname.clone()) {
+                continue;
+            }
+            let Some(x) = vh.exchanges.get(&xname) else {
+                continue;
+            };
+            for b in &x.bindings {
+                let hit = match x.kind {
+                    ExchangeKind::Fanout => true,
+                    ExchangeKind::Direct => b.routing_key == routing_key,
+                    ExchangeKind::Topic => topic_matches(&b.routing_key, routing_key),
+                    ExchangeKind::Headers => headers_match(&b.arguments, headers),
+                };
+                if !hit {
+                    continue;
+                }
+                match &b.destination {
+                    Destination::Queue(q) => {
+                        if seen_q.insert(q.clone()) {
+                            if let Some(q) = vh.queues.get(q) {
+                                out.push(q.clone());
+                            }
+                        }
+                    }
+                    Destination::Exchange(d) => stack.push(d.clone()),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn exchange_is_internal(&self, name: &str) -> bool {
+        self.vhost
+            .lock()
+            .exchanges
+            .get(name)
+            .is_some_and(|x| x.internal)
+    }
+
+    // ---- queues ----------------------------------------------------------------------------
+
+    /// queue.declare; returns the queue (created or existing).
+    pub fn declare_queue(
+        self: &Arc<Self>,
+        name: &str,
+        passive: bool,
+        durable: bool,
+        exclusive: bool,
+        auto_delete: bool,
+        args: &FieldTable,
+        conn_id: u64,
+    ) -> AResult<Arc<Queue>> {
+        let existing = self.vhost.lock().queues.get(name).cloned();
+        if let Some(q) = existing {
+            if q.owner.is_some_and(|o| o != conn_id) {
+                return Err(AmqpError::new(
+                    code::RESOURCE_LOCKED,
+                    format!("cannot obtain exclusive access to locked queue '{name}' in vhost '/'"),
+                ));
+            }
+            if passive {
+                return Ok(q);
+            }
+            let parsed = QueueArgs::parse(args)?;
+            if q.def.durable != durable
+                || q.def.exclusive != exclusive
+                || q.def.auto_delete != auto_delete
+            {
+                return Err(AmqpError::new(
+                    code::PRECONDITION_FAILED,
+                    format!("inequivalent arg 'durable' for queue '{name}' in vhost '/'"),
+                ));
+            }
+            if parsed != q.def.args {
+                return Err(AmqpError::new(
+                    code::PRECONDITION_FAILED,
+                    format!("inequivalent arg for queue '{name}' in vhost '/'"),
+                ));
+            }
+            return Ok(q);
+        }
+        if passive {
+            return Err(AmqpError::new(
+                code::NOT_FOUND,
+                format!("no queue '{name}' in vhost '/'"),
+            ));
+        }
+        if name.starts_with("amq.") && !name.starts_with("amq.gen-") {
+            return Err(AmqpError::new(
+                code::ACCESS_REFUSED,
+                format!("queue name '{name}' contains reserved prefix 'amq.*'"),
+            ));
+        }
+        let parsed = QueueArgs::parse(args)?;
+        if parsed.queue_type != QueueType::Classic && (exclusive || !durable) {
+            return Err(AmqpError::new(
+                code::PRECONDITION_FAILED,
+                format!("invalid property 'non-durable' or 'exclusive' for queue '{name}' of type quorum/stream"),
+            ));
+        }
+        let def = QueueDef {
+            name: name.to_string(),
+            topic: topic_for_queue(name),
+            durable,
+            exclusive,
+            auto_delete,
+            args: parsed,
+        };
+        let v = serde_json::to_value(&def).map_err(storage_err)?;
+        self.broker
+            .set_routing(&format!("amqp/queue/{name}"), v)
+            .map_err(storage_err)?;
+        let q = self.open_queue(def, exclusive.then_some(conn_id))?;
+        let mut vh = self.vhost.lock();
+        if let Some(other) = vh.queues.get(name) {
+            // Lost a race with another declarer.
+            q.deleted.store(true, Ordering::SeqCst);
+            q.notify.notify_one();
+            return Ok(other.clone());
+        }
+        vh.queues.insert(name.to_string(), q.clone());
+        Ok(q)
+    }
+
+    pub fn queue(&self, name: &str, conn_id: u64) -> AResult<Arc<Queue>> {
+        let q = self.vhost.lock().queues.get(name).cloned().ok_or_else(|| {
+            AmqpError::new(code::NOT_FOUND, format!("no queue '{name}' in vhost '/'"))
+        })?;
+        if q.owner.is_some_and(|o| o != conn_id) {
+            return Err(AmqpError::new(
+                code::RESOURCE_LOCKED,
+                format!("cannot obtain exclusive access to locked queue '{name}' in vhost '/'"),
+            ));
+        }
+        Ok(q)
+    }
+
+    /// Deletes a queue, its bindings and its topic; returns the messages it held.
+    pub fn delete_queue(&self, name: &str, if_unused: bool, if_empty: bool) -> AResult<u32> {
+        let mut vh = self.vhost.lock();
+        let Some(q) = vh.queues.get(name).cloned() else {
+            return Ok(0);
+        };
+        let (count, consumers) = {
+            let inner = q.inner.lock();
+            (inner.sub.len(), inner.consumers.clone())
+        };
+        if if_unused && !consumers.is_empty() {
+            return Err(AmqpError::new(
+                code::PRECONDITION_FAILED,
+                format!("queue '{name}' in vhost '/' in use"),
+            ));
+        }
+        if if_empty && count > 0 {
+            return Err(AmqpError::new(
+                code::PRECONDITION_FAILED,
+                format!("queue '{name}' in vhost '/' is not empty"),
+            ));
+        }
+        vh.queues.remove(name);
+        let dest = Destination::Queue(name.to_string());
+        let mut changed = Vec::new();
+        let mut emptied = Vec::new();
+        for x in vh.exchanges.values_mut() {
+            let before = x.bindings.len();
+            x.bindings.retain(|b| b.destination != dest);
+            if x.bindings.len() != before {
+                if x.auto_delete && x.bindings.is_empty() {
+                    emptied.push(x.name.clone());
+                } else {
+                    changed.push(x.clone());
+                }
+            }
+        }
+        for x in &emptied {
+            vh.exchanges.remove(x);
+        }
+        drop(vh);
+        q.deleted.store(true, Ordering::SeqCst);
+        q.notify.notify_one();
+        for c in consumers {
+            send_cancel(&c);
+        }
+        for x in changed {
+            self.persist_exchange(&x)?;
+        }
+        for x in emptied {
+            let _ = self.broker.remove_routing(&format!("amqp/exchange/{x}"));
+        }
+        self.broker
+            .remove_routing(&format!("amqp/queue/{name}"))
+            .map_err(storage_err)?;
+        self.broker
+            .subscription_floors
+            .remove(&q.def.topic, 0, q.id);
+        let _ = std::fs::remove_file(self.state_path(&q.def.topic));
+        if let Err(e) = self.broker.delete_topic(&q.def.topic) {
+            tracing::warn!(queue = name, error = %e, "deleting a queue's topic failed");
+        }
+        Ok(u32::try_from(count).unwrap_or(u32::MAX))
+    }
+
+    /// Deletes the exclusive queues of a closed connection.
+    pub fn connection_closed(&self, conn_id: u64) {
+        let owned: Vec<String> = self
+            .vhost
+            .lock()
+            .queues
+            .values()
+            .filter(|q| q.owner == Some(conn_id))
+            .map(|q| q.def.name.clone())
+            .collect();
+        for name in owned {
+            let _ = self.delete_queue(&name, false, false);
+        }
+        self.reply_to
+            .lock()
+            .retain(|_, (ch, _)| ch.conn.id != conn_id);
+    }
+
+    /// Adds a consumer; fails on exclusivity conflicts.
+    pub fn add_consumer(&self, q: &Arc<Queue>, c: Arc<Consumer>) -> AResult<()> {
+        let mut inner = q.inner.lock();
+        if inner.consumers.iter().any(|o| o.exclusive)
+            || (c.exclusive && !inner.consumers.is_empty())
+        {
+            return Err(AmqpError::new(
+                code::ACCESS_REFUSED,
+                format!("queue '{}' in vhost '/' in exclusive use", q.def.name),
+            ));
+        }
+        inner.consumers.push(c);
+        drop(inner);
+        q.last_used_ms
+            .store(conflux_broker::now_ms(), Ordering::Relaxed);
+        q.notify.notify_one();
+        Ok(())
+    }
+
+    /// Removes a consumer, returning its unacked messages to the queue when `requeue`; an
+    /// auto-delete queue whose last consumer left is deleted.
+    pub fn remove_consumer(&self, q: &Arc<Queue>, consumer: ConsumerId) {
+        let now = conflux_broker::now_ms();
+        let delete = {
+            let mut inner = q.inner.lock();
+            let before = inner.consumers.len();
+            inner.consumers.retain(|c| c.id != consumer);
+            let removed = inner.consumers.len() != before;
+            removed && inner.consumers.is_empty() && q.def.auto_delete
+        };
+        q.last_used_ms.store(now, Ordering::Relaxed);
+        if delete {
+            let _ = self.delete_queue(&q.def.name, false, false);
+        }
+    }
+
+    /// Settles a delivery: ack, or nack with or without requeue.
+    pub fn settle(&self, u: &Unacked, ack: bool, requeue: bool) {
+        let now = conflux_broker::now_ms();
+        if let Some(c) = &u.consumer {
+            let _ = c
+                .unacked
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+            if u.stream {
+                if let Some(s) = &c.stream {
+                    s.lock().ack(u.offset, now);
+                }
+                u.queue.notify.notify_one();
+                return;
+            }
+        }
+        {
+            let mut inner = u.queue.inner.lock();
+            if ack {
+                inner.sub.ack(u.offset, now);
+            } else {
+                inner.sub.nack(u.offset, requeue, now);
+            }
+        }
+        u.queue.notify.notify_one();
+    }
+
+    /// Queues dead letters of `queue` for routing to its dead-letter exchange.
+    pub fn dead_letter(&self, queue: &Queue, letters: Vec<DeadLetter>) {
+        let Some(dlx) = queue.def.args.dead_letter_exchange.clone() else {
+            return;
+        };
+        for d in letters {
+            let original_rk = d
+                .message
+                .header(message::H_ROUTING_KEY)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_else(|| queue.def.name.clone());
+            let original_x = d
+                .message
+                .header(message::H_EXCHANGE)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default();
+            let rk = queue
+                .def
+                .args
+                .dead_letter_routing_key
+                .clone()
+                .unwrap_or_else(|| original_rk.clone());
+            let props = message::dead_letter_properties(
+                &d,
+                &queue.def.name,
+                &original_x,
+                std::slice::from_ref(&original_rk),
+            );
+            let targets = match self.route(&dlx, &rk, props.headers().as_ref()) {
+                Ok(t) => t,
+                Err(_) => continue,
+            };
+            // A message expiring in a cycle back to the same queue is dropped, as RabbitMQ.
+            let targets: Vec<_> = targets
+                .into_iter()
+                .filter(|t| !(t.id == queue.id && d.reason != DeadReason::Rejected))
+                .collect();
+            if targets.is_empty() {
+                continue;
+            }
+            let headers = message::record_headers(&dlx, &rk, &props, None);
+            let _ = self.dead_tx.send(PipelineItem::Store(StoreJob {
+                targets,
+                headers,
+                body: d.message.value.clone().unwrap_or_default(),
+                timestamp: conflux_broker::now_ms(),
+                confirm: None,
+                refused: false,
+            }));
+        }
+    }
+
+    /// A dead letter for a message refused at publish (`reject-publish-dlx`).
+    pub fn dead_letter_refused(&self, queue: &Queue, headers: Vec<RecordHeader>, body: Bytes) {
+        let now = conflux_broker::now_ms();
+        let d = DeadLetter {
+            message: Arc::new(Message {
+                offset: -1,
+                timestamp: now,
+                key: None,
+                value: Some(body),
+                headers,
+            }),
+            reason: DeadReason::MaxLen,
+            delivery_count: 0,
+            first_failure_ms: now,
+            last_failure_ms: now,
+        };
+        self.dead_letter(queue, vec![d]);
+    }
+
+    /// Statistics of every queue (for `/metrics`, the admin API and management tools).
+    pub fn snapshot(&self) -> Vec<QueueStats> {
+        let queues: Vec<Arc<Queue>> = self.vhost.lock().queues.values().cloned().collect();
+        let mut out: Vec<QueueStats> = queues
+            .iter()
+            .map(|q| {
+                let inner = q.inner.lock();
+                let s = inner.sub.stats();
+                QueueStats {
+                    name: q.def.name.clone(),
+                    topic: q.def.topic.clone(),
+                    durable: q.def.durable,
+                    queue_type: format!("{:?}", q.def.args.queue_type).to_lowercase(),
+                    ready: s.ready,
+                    unacked: s.unacked,
+                    delayed: s.delayed,
+                    bytes: s.bytes,
+                    consumers: inner.consumers.len() as u64,
+                    dead_lettered: s.dead_lettered,
+                    dead_letter_exchange: q.def.args.dead_letter_exchange.clone(),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+}
+
+/// Sends basic.cancel to a consumer whose queue went away, when its client understands it.
+pub fn send_cancel(c: &Consumer) {
+    if !c.channel.conn.cancel_notify.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = BytesMut::new();
+    frame::put_method(
+        &mut out,
+        c.channel.id,
+        &AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
+            consumer_tag: c.tag.as_str().into(),
+            nowait: true,
+        })),
+    );
+    c.channel.conn.send(out);
+}
+
+/// Topic-exchange matching: `*` is one word, `#` zero or more.
+pub fn topic_matches(pattern: &str, key: &str) -> bool {
+    fn go(p: &[&str], k: &[&str]) -> bool {
+        match p.split_first() {
+            None => k.is_empty(),
+            Some((&"#", rest)) => (0..=k.len()).any(|i| go(rest, &k[i..])),
+            Some((&w, rest)) => match k.split_first() {
+                Some((&kw, krest)) => (w == "*" || w == kw) && go(rest, krest),
+                None => false,
+            },
+        }
+    }
+    let p: Vec<&str> = pattern.split('.').collect();
+    let k: Vec<&str> = key.split('.').collect();
+    if p.len() > 64 || k.len() > 256 {
+        return pattern == key;
+    }
+    go(&p, &k)
+}
+
+fn headers_match(args: &BTreeMap<String, String>, headers: Option<&FieldTable>) -> bool {
+    let any = args
+        .get("x-match")
+        .is_some_and(|m| m == "any" || m == "any-with-x");
+    let with_x = args.get("x-match").is_some_and(|m| m.ends_with("-with-x"));
+    let mut wanted = args
+        .iter()
+        .filter(|(k, _)| with_x || !k.starts_with("x-"))
+        .peekable();
+    if wanted.peek().is_none() {
+        return true;
+    }
+    let get = |k: &str| {
+        headers
+            .and_then(|h| h.inner().get(k))
+            .and_then(crate::message::value_text)
+    };
+    let mut results = wanted.map(|(k, v)| get(k).is_some_and(|h| h == *v));
+    if any {
+        results.any(|r| r)
+    } else {
+        results.all(|r| r)
+    }
+}
+
+/// Builds the basic.deliver (or get-ok) frames for a message.
+pub fn delivery_frames(
+    channel: u16,
+    method: AMQPClass,
+    out_msg: &message::Outgoing,
+    frame_max: u32,
+) -> BytesMut {
+    let mut out = BytesMut::with_capacity(out_msg.body.len() + 256);
+    frame::put_method(&mut out, channel, &method);
+    frame::put_content(
+        &mut out,
+        channel,
+        &out_msg.properties_raw,
+        &out_msg.body,
+        frame_max,
+    );
+    out
+}
+
+/// Hands one delivery to a consumer: records it as unacked (unless no-ack) and writes the
+/// frames.
+fn deliver_arc(queue: &Arc<Queue>, c: &Arc<Consumer>, d: &subscription::Delivery, stream: bool) {
+    let out_msg = message::outgoing(&d.message, &queue.def.name);
+    let ch = &c.channel;
+    let mut st = ch.state.lock();
+    let tag = st.next_tag;
+    st.next_tag += 1;
+    if !c.no_ack {
+        st.unacked.insert(
+            tag,
+            Unacked {
+                queue: queue.clone(),
+                offset: d.message.offset,
+                consumer: Some(c.clone()),
+                stream,
+            },
+        );
+        c.unacked.fetch_add(1, Ordering::Relaxed);
+        ch.unacked_count.fetch_add(1, Ordering::Relaxed);
+    }
+    let method = AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
+        consumer_tag: c.tag.as_str().into(),
+        delivery_tag: tag,
+        redelivered: d.redelivered,
+        exchange: out_msg.exchange.as_str().into(),
+        routing_key: out_msg.routing_key.as_str().into(),
+    }));
+    let frames = delivery_frames(
+        ch.id,
+        method,
+        &out_msg,
+        ch.conn.frame_max.load(Ordering::Relaxed),
+    );
+    ch.conn.send(frames);
+}
+
+/// The delivery pump of one queue: hands ready messages to consumers with credit, runs the
+/// subscription's timers, reads records other protocols appended, routes dead letters and
+/// checkpoints the subscription state (batched, at most every 100 ms).
+async fn run_pump(server: Arc<Server>, queue: Arc<Queue>) {
+    let mut appends = queue.topic.watch_appends();
+    let partition = queue.topic.partition(0);
+    let mut gap_since: Option<tokio::time::Instant> = None;
+    let mut first = true;
+    loop {
+        if queue.deleted.load(Ordering::SeqCst) {
+            break;
+        }
+        let now = conflux_broker::now_ms();
+        // Records not offered by a publisher (other protocols, restart): read them from the
+        // log once the gap has lasted a moment (a publisher's offer usually closes it).
+        if let Some(p) = &partition {
+            let log_end = p.log.high_watermark();
+            let needs = queue.inner.lock().sub.needs_log_read(log_end);
+            if needs {
+                let since = *gap_since.get_or_insert_with(tokio::time::Instant::now);
+                if first || since.elapsed() >= Duration::from_millis(20) {
+                    let p = p.clone();
+                    let q = queue.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        let mut inner = q.inner.lock();
+                        if let Err(e) = inner.sub.load_from_log(&p.log, 1 << 20, now) {
+                            tracing::warn!(queue = %q.def.name, error = %e, "reading queue log");
+                        }
+                    })
+                    .await;
+                    gap_since = None;
+                }
+            } else {
+                gap_since = None;
+            }
+        }
+        first = false;
+        let (dead, wake, checkpoint, floor) = {
+            let mut inner = queue.inner.lock();
+            inner.sub.tick(now);
+            dispatch(&queue, &mut inner, now);
+            let dead = inner.sub.take_dead_letters();
+            let checkpoint = if inner.last_checkpoint.elapsed() >= Duration::from_millis(100) {
+                inner.last_checkpoint = std::time::Instant::now();
+                inner.sub.checkpoint()
+            } else {
+                None
+            };
+            (
+                dead,
+                inner.sub.next_wakeup(),
+                checkpoint,
+                inner.sub.ack_floor(),
+            )
+        };
+        if !dead.is_empty() {
+            server.dead_letter(&queue, dead);
+        }
+        if let Some((path, bytes)) = checkpoint {
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Err(e) = subscription::write_state(&path, &bytes) {
+                    tracing::warn!(path = %path.display(), error = %e, "subscription checkpoint failed");
+                }
+            })
+            .await;
+        }
+        server
+            .broker
+            .subscription_floors
+            .set(&queue.def.topic, 0, queue.id, floor);
+        // x-expires: an unused queue is deleted.
+        if let Some(exp) = queue.def.args.expires_ms {
+            let unused = queue.inner.lock().consumers.is_empty();
+            if unused && now - queue.last_used_ms.load(Ordering::Relaxed) >= exp {
+                let _ = server.delete_queue(&queue.def.name, false, false);
+                break;
+            }
+        }
+        let mut sleep_ms: i64 = 200;
+        if let Some(w) = wake {
+            sleep_ms = sleep_ms.min((w - now).max(1));
+        }
+        if gap_since.is_some() {
+            sleep_ms = sleep_ms.min(20);
+        }
+        if let Some(exp) = queue.def.args.expires_ms {
+            sleep_ms = sleep_ms.min(exp.max(10));
+        }
+        // A consumer held back by its connection's write backlog is retried soon.
+        let backlogged = queue
+            .inner
+            .lock()
+            .consumers
+            .iter()
+            .any(|c| c.no_ack && !c.has_credit());
+        if backlogged {
+            sleep_ms = sleep_ms.min(2);
+        }
+        tokio::select! {
+            _ = queue.notify.notified() => {}
+            r = appends.changed() => {
+                if r.is_err() {
+                    tokio::time::sleep(Duration::from_millis(sleep_ms as u64)).await;
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_millis(sleep_ms as u64)) => {}
+        }
+    }
+    // Final checkpoint on deletion is pointless; on shutdown the last periodic one stands.
+    server
+        .broker
+        .subscription_floors
+        .remove(&queue.def.topic, 0, queue.id);
+}
+
+fn dispatch(queue: &Arc<Queue>, inner: &mut QueueInner, now: i64) {
+    if inner.consumers.is_empty() {
+        return;
+    }
+    if queue.def.args.queue_type == QueueType::Stream {
+        let consumers = inner.consumers.clone();
+        for c in consumers {
+            let Some(s) = &c.stream else { continue };
+            let mut s = s.lock();
+            if let Some(p) = queue.topic.partition(0) {
+                if s.needs_log_read(p.log.high_watermark()) {
+                    let _ = s.load_from_log(&p.log, 1 << 20, now);
+                }
+            }
+            while c.has_credit() {
+                let Some(d) = s.next(c.id, now) else { break };
+                if c.no_ack {
+                    s.ack(d.message.offset, now);
+                }
+                deliver_arc(queue, &c, &d, true);
+            }
+        }
+        return;
+    }
+    loop {
+        let n = inner.consumers.len();
+        let mut delivered = false;
+        for i in 0..n {
+            let idx = (inner.rr + i) % n;
+            let c = inner.consumers[idx].clone();
+            if !c.has_credit() {
+                continue;
+            }
+            let Some(d) = inner.sub.next(c.id, now) else {
+                return;
+            };
+            if c.no_ack {
+                inner.sub.ack(d.message.offset, now);
+            }
+            deliver_arc(queue, &c, &d, false);
+            inner.rr = (idx + 1) % n;
+            delivered = true;
+            break;
+        }
+        if !delivered {
+            return;
+        }
+    }
+}
+
+/// Stores messages in queue logs in order, batching what has accumulated while the previous
+/// appends were being made durable (group commit), then offers them to the queues and sends
+/// publisher confirms.
+pub async fn run_pipeline(server: Arc<Server>, mut rx: mpsc::UnboundedReceiver<PipelineItem>) {
+    const BATCH_MESSAGES_MAX: usize = 1024;
+    const BATCH_BYTES_MAX: usize = 4 << 20;
+    while let Some(first) = rx.recv().await {
+        let mut items = vec![first];
+        let mut bytes = 0usize;
+        while items.len() < BATCH_MESSAGES_MAX && bytes < BATCH_BYTES_MAX {
+            match rx.try_recv() {
+                Ok(item) => {
+                    if let PipelineItem::Store(j) = &item {
+                        bytes += j.body.len();
+                    }
+                    items.push(item);
+                }
+                Err(_) => break,
+            }
+        }
+        store_round(&server, items).await;
+    }
+}
+
+async fn store_round(server: &Arc<Server>, items: Vec<PipelineItem>) {
+    // Group records by queue, remembering which job each came from.
+    let mut per_queue: HashMap<u64, (Arc<Queue>, Vec<usize>)> = HashMap::new();
+    let jobs: Vec<Option<&StoreJob>> = items
+        .iter()
+        .map(|i| match i {
+            PipelineItem::Store(j) => Some(j),
+            PipelineItem::Barrier(_) => None,
+        })
+        .collect();
+    for (i, j) in jobs.iter().enumerate() {
+        let Some(j) = j else { continue };
+        for q in &j.targets {
+            per_queue
+                .entry(q.id)
+                .or_insert_with(|| (q.clone(), Vec::new()))
+                .1
+                .push(i);
+        }
+    }
+    let mut failed: HashSet<usize> = HashSet::new();
+    let mut appends = Vec::new();
+    for (_, (q, idxs)) in per_queue {
+        let mut b = BatchBuilder::new(jobs[idxs[0]].map_or(0, |j| j.timestamp));
+        for &i in &idxs {
+            if let Some(j) = jobs[i] {
+                b.append(j.timestamp, None, Some(j.body.clone()), j.headers.clone());
+            }
+        }
+        let topic = q.topic.clone();
+        let handle = tokio::spawn(async move {
+            let batch = b.build().map_err(|e| e.to_string())?;
+            topic.append(0, batch).await.map_err(|e| e.to_string())
+        });
+        appends.push((q, idxs, handle));
+    }
+    let now = conflux_broker::now_ms();
+    for (q, idxs, handle) in appends {
+        match handle.await {
+            Ok(Ok(info)) => {
+                let mut inner = q.inner.lock();
+                for (n, &i) in idxs.iter().enumerate() {
+                    if let Some(j) = jobs[i] {
+                        let msg = Message {
+                            offset: info.base_offset + n as i64,
+                            timestamp: j.timestamp,
+                            key: None,
+                            value: Some(j.body.clone()),
+                            headers: j.headers.clone(),
+                        };
+                        if q.def.args.queue_type == QueueType::Stream {
+                            for c in &inner.consumers {
+                                if let Some(s) = &c.stream {
+                                    s.lock().offer(msg.clone(), now);
+                                }
+                            }
+                        }
+                        inner.sub.offer(msg, now);
+                    }
+                }
+                drop(inner);
+                q.notify.notify_one();
+            }
+            other => {
+                let why = match other {
+                    Ok(Err(e)) => e,
+                    Err(e) => e.to_string(),
+                    Ok(Ok(_)) => String::new(),
+                };
+                tracing::warn!(queue = %q.def.name, error = %why, "storing messages failed");
+                failed.extend(idxs);
+            }
+        }
+    }
+    // Confirms, per channel: one `multiple` ack when all succeeded, else one by one.
+    type Confirms = Vec<(u64, bool)>;
+    let mut by_channel: Vec<(Arc<ChannelShared>, Confirms)> = Vec::new();
+    for (i, j) in jobs.iter().enumerate() {
+        let Some(j) = j else { continue };
+        if let Some((ch, seq)) = &j.confirm {
+            let ok = !failed.contains(&i) && !j.refused;
+            match by_channel.iter_mut().find(|(c, _)| Arc::ptr_eq(c, ch)) {
+                Some((_, v)) => v.push((*seq, ok)),
+                None => by_channel.push((ch.clone(), vec![(*seq, ok)])),
+            }
+        }
+    }
+    for (ch, confirms) in by_channel {
+        let mut out = BytesMut::new();
+        if confirms.iter().all(|(_, ok)| *ok) {
+            let last = confirms.iter().map(|(s, _)| *s).max().unwrap_or(0);
+            frame::put_method(
+                &mut out,
+                ch.id,
+                &AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
+                    delivery_tag: last,
+                    multiple: confirms.len() > 1,
+                })),
+            );
+        } else {
+            for (seq, ok) in confirms {
+                let m = if ok {
+                    basic::AMQPMethod::Ack(basic::Ack {
+                        delivery_tag: seq,
+                        multiple: false,
+                    })
+                } else {
+                    basic::AMQPMethod::Nack(basic::Nack {
+                        delivery_tag: seq,
+                        multiple: false,
+                        requeue: false,
+                    })
+                };
+                frame::put_method(&mut out, ch.id, &AMQPClass::Basic(m));
+            }
+        }
+        ch.conn.send(out);
+    }
+    for item in items {
+        if let PipelineItem::Barrier(tx) = item {
+            let _ = tx.send(());
+        }
+    }
+    let _ = server;
+}
+
+/// Checks a publish against each target's overflow policy; returns the queues that accept
+/// it and whether any refused it.
+pub fn admit(
+    server: &Server,
+    targets: Vec<Arc<Queue>>,
+    size: u64,
+    headers: &[RecordHeader],
+    body: &Bytes,
+) -> (Vec<Arc<Queue>>, bool) {
+    let mut ok = Vec::with_capacity(targets.len());
+    let mut refused = false;
+    for q in targets {
+        let adm = q.inner.lock().sub.admission(size);
+        match adm {
+            Admission::Accept => ok.push(q),
+            Admission::Reject { dead_letter } => {
+                refused = true;
+                if dead_letter {
+                    server.dead_letter_refused(&q, headers.to_vec(), body.clone());
+                }
+            }
+        }
+    }
+    (ok, refused)
+}
+
+/// Properties with a value replaced; used for direct reply-to.
+pub fn with_reply_to(props: &AMQPProperties, reply_to: &str) -> AMQPProperties {
+    props.clone().with_reply_to(reply_to.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_patterns() {
+        assert!(topic_matches("a.*.c", "a.b.c"));
+        assert!(!topic_matches("a.*.c", "a.b.b.c"));
+        assert!(topic_matches("a.#", "a"));
+        assert!(topic_matches("a.#", "a.b.c"));
+        assert!(topic_matches("#", ""));
+        assert!(topic_matches("#.c", "a.b.c"));
+        assert!(!topic_matches("a.b", "a.b.c"));
+        assert!(topic_matches("*.orange.*", "quick.orange.rabbit"));
+        assert!(!topic_matches("*.orange.*", "quick.orange.male.rabbit"));
+    }
+
+    #[test]
+    fn headers_matching() {
+        let mut args = BTreeMap::new();
+        args.insert("x-match".to_string(), "all".to_string());
+        args.insert("format".to_string(), "pdf".to_string());
+        args.insert("type".to_string(), "report".to_string());
+        let mut h = FieldTable::default();
+        h.insert("format".into(), AMQPValue::LongString("pdf".into()));
+        assert!(!headers_match(&args, Some(&h)));
+        h.insert("type".into(), AMQPValue::LongString("report".into()));
+        assert!(headers_match(&args, Some(&h)));
+        args.insert("x-match".to_string(), "any".to_string());
+        args.insert("type".to_string(), "log".to_string());
+        assert!(headers_match(&args, Some(&h)));
+    }
+
+    #[test]
+    fn queue_args_validate() {
+        let mut t = FieldTable::default();
+        t.insert("x-max-length".into(), AMQPValue::LongInt(-1));
+        assert_eq!(
+            QueueArgs::parse(&t).unwrap_err().code,
+            code::PRECONDITION_FAILED
+        );
+        let mut t = FieldTable::default();
+        t.insert(
+            "x-overflow".into(),
+            AMQPValue::LongString("reject-publish".into()),
+        );
+        t.insert("x-message-ttl".into(), AMQPValue::ShortUInt(500));
+        let a = QueueArgs::parse(&t).unwrap();
+        assert_eq!(a.overflow, Some(Overflow::RejectPublish));
+        assert_eq!(a.message_ttl_ms, Some(500));
+    }
+
+    #[test]
+    fn queue_topics() {
+        assert_eq!(topic_for_queue("orders"), "orders");
+        let t = topic_for_queue("a/b c");
+        assert!(t.starts_with("amqp.q.a_b_c."));
+        assert!(conflux_broker::topics::validate_topic_name(&t).is_ok());
+    }
+}

@@ -1,0 +1,1096 @@
+//! Subscriptions: queue semantics over a partition log, shared by every queueing front end
+//! (AMQP queues today; SQS queues, JetStream consumers and Kafka share groups later).
+//!
+//! A [`Subscription`] is a cursor over one partition log plus per-message state: which
+//! consumer a message is delivered to, its lease deadline, its delivery count, and individual
+//! acks above an *ack floor* (every offset below the floor is settled). Messages reach it either
+//! directly from the publisher that appended them ([`Subscription::offer`], no log read) or by
+//! reading the log at the cursor ([`Subscription::load_from_log`], for records produced by other
+//! protocols). Settled messages are acked, dropped or dead-lettered; dead letters are handed to
+//! the owner through an outbox ([`Subscription::take_dead_letters`]) because routing them is the
+//! front end's business.
+//!
+//! Policies: redelivery on nack / lease expiry after an exponential backoff
+//! `min(base * 2^(deliveries-1), max)`, dead-lettering once a message was delivered more than
+//! `delivery_limit` times, per-message and per-queue TTL, max-length / max-length-bytes with
+//! overflow `drop-head` / `reject-publish` / `reject-publish-dlx`, priorities and delayed
+//! delivery. Message attributes the engine needs come from record headers named in
+//! [`headers`].
+//!
+//! Persistence: the ack floor, the acks above it and the delivery counts of delivered but
+//! unsettled messages are written (batched, by the owner calling [`Subscription::checkpoint`])
+//! to a small state file, atomically. After a restart the cursor starts at the floor, skips the
+//! acked offsets, and every other message is delivered again — flagged as redelivered when it
+//! had been delivered before.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use conflux_wire::records::RecordHeader;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+/// Record header names the engine reads. Values are ASCII decimal numbers.
+pub mod headers {
+    /// Message priority, 0–255 (capped by the subscription's `max_priority`).
+    pub const PRIORITY: &str = "priority";
+    /// Per-message time to live in milliseconds, counted from the record timestamp.
+    pub const EXPIRATION: &str = "expiration";
+    /// Delivery delay in milliseconds, counted from the record timestamp.
+    pub const DELAY: &str = "x-delay";
+}
+
+/// What happens when a publish would exceed `max_length` / `max_length_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Overflow {
+    /// Drop (or dead-letter) the oldest ready message to make room.
+    #[default]
+    DropHead,
+    /// Refuse the new message.
+    RejectPublish,
+    /// Refuse the new message and dead-letter it.
+    RejectPublishDlx,
+}
+
+impl Overflow {
+    pub fn parse(s: &str) -> Option<Overflow> {
+        match s {
+            "drop-head" => Some(Overflow::DropHead),
+            "reject-publish" => Some(Overflow::RejectPublish),
+            "reject-publish-dlx" => Some(Overflow::RejectPublishDlx),
+            _ => None,
+        }
+    }
+}
+
+/// The policies of one subscription.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SubscriptionConfig {
+    /// First redelivery delay in ms; 0 redelivers at once.
+    pub backoff_base_ms: u64,
+    /// Upper bound of the redelivery delay in ms.
+    pub backoff_max_ms: u64,
+    /// Dead-letter a message returned after more than this many deliveries.
+    pub delivery_limit: Option<u32>,
+    /// Queue-wide time to live in ms.
+    pub message_ttl_ms: Option<i64>,
+    pub max_length: Option<u64>,
+    pub max_length_bytes: Option<u64>,
+    pub overflow: Overflow,
+    /// Priorities above this are treated as this; `None` ignores priorities (FIFO).
+    pub max_priority: Option<u8>,
+    /// Whether settled-without-ack messages become dead letters (a DLQ is configured) or are
+    /// dropped.
+    pub dead_letter: bool,
+    /// Lease length in ms for deliveries; `None`: held until acked, nacked or released.
+    pub lease_ms: Option<i64>,
+}
+
+/// Why a message was dead-lettered (RabbitMQ's reason names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadReason {
+    Rejected,
+    Expired,
+    MaxLen,
+    DeliveryLimit,
+}
+
+impl DeadReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadReason::Rejected => "rejected",
+            DeadReason::Expired => "expired",
+            DeadReason::MaxLen => "maxlen",
+            DeadReason::DeliveryLimit => "delivery_limit",
+        }
+    }
+}
+
+/// One message as the engine holds it: the record plus the attributes it acts on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub offset: i64,
+    pub timestamp: i64,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<RecordHeader>,
+}
+
+impl Message {
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|h| h.key == name)
+            .and_then(|h| h.value.as_deref())
+    }
+
+    fn number(&self, name: &str) -> Option<i64> {
+        std::str::from_utf8(self.header(name)?)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Bytes counted against `max_length_bytes`: the body, as RabbitMQ counts.
+    pub fn size_bytes(&self) -> u64 {
+        self.value.as_ref().map_or(0, |v| v.len() as u64)
+    }
+}
+
+/// A message handed to a consumer.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub message: Arc<Message>,
+    /// Deliveries including this one.
+    pub delivery_count: u32,
+    pub redelivered: bool,
+}
+
+/// A message leaving the subscription without an ack, with the reason and its history.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub message: Arc<Message>,
+    pub reason: DeadReason,
+    pub delivery_count: u32,
+    pub first_failure_ms: i64,
+    pub last_failure_ms: i64,
+}
+
+/// Identifies a consumer within its subscription's owner.
+pub type ConsumerId = u64;
+
+#[derive(Debug, Clone)]
+struct Entry {
+    msg: Arc<Message>,
+    priority: u8,
+    expires_at: Option<i64>,
+    deliveries: u32,
+    first_failure: Option<i64>,
+    last_failure: Option<i64>,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    entry: Entry,
+    consumer: ConsumerId,
+    lease_deadline: Option<i64>,
+}
+
+type ReadyKey = (Reverse<u8>, i64);
+
+/// What is persisted.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct PersistedState {
+    floor: i64,
+    settled: Vec<i64>,
+    deliveries: Vec<(i64, u32)>,
+}
+
+/// Result of [`Subscription::admission`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Accept,
+    /// The queue is full and refuses the message; `dead_letter` when it should be
+    /// dead-lettered (`reject-publish-dlx`).
+    Reject {
+        dead_letter: bool,
+    },
+}
+
+/// Counters for metrics and management APIs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubscriptionStats {
+    pub ready: u64,
+    pub delayed: u64,
+    pub unacked: u64,
+    pub bytes: u64,
+    pub ack_floor: i64,
+    pub cursor: i64,
+    pub dead_lettered: u64,
+}
+
+/// Queue semantics over one partition log. Not internally synchronised: the owner holds it
+/// behind its own lock.
+#[derive(Debug)]
+pub struct Subscription {
+    config: SubscriptionConfig,
+    state_path: Option<PathBuf>,
+    cursor: i64,
+    floor: i64,
+    settled: BTreeSet<i64>,
+    /// Delivery counts restored from disk for messages not loaded yet.
+    restored_deliveries: HashMap<i64, u32>,
+    pending_offers: BTreeMap<i64, Message>,
+    ready: BTreeMap<ReadyKey, Entry>,
+    /// Expiry index over `ready`: (expires_at, ready key).
+    expiry: BTreeSet<(i64, ReadyKey)>,
+    delayed: BTreeMap<(i64, i64), Entry>,
+    inflight: HashMap<i64, InFlight>,
+    count: u64,
+    bytes: u64,
+    dead: Vec<DeadLetter>,
+    dead_total: u64,
+    dirty: bool,
+}
+
+/// Largest number of pending out-of-order offers kept before they are dropped (they will be
+/// read from the log instead).
+const PENDING_OFFERS_MAX: usize = 65_536;
+
+impl Subscription {
+    /// Opens a subscription whose log starts at `log_start`, restoring persisted state from
+    /// `state_path` when given and present.
+    pub fn open(
+        config: SubscriptionConfig,
+        state_path: Option<PathBuf>,
+        log_start: i64,
+    ) -> std::io::Result<Subscription> {
+        let mut persisted = PersistedState::default();
+        if let Some(path) = &state_path {
+            match std::fs::read(path) {
+                Ok(raw) => {
+                    persisted = serde_json::from_slice(&raw).map_err(|e| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            format!("{}: {e}", path.display()),
+                        )
+                    })?
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let floor = persisted.floor.max(log_start);
+        Ok(Subscription {
+            config,
+            state_path,
+            cursor: floor,
+            floor,
+            settled: persisted
+                .settled
+                .into_iter()
+                .filter(|o| *o >= floor)
+                .collect(),
+            restored_deliveries: persisted.deliveries.into_iter().collect(),
+            pending_offers: BTreeMap::new(),
+            ready: BTreeMap::new(),
+            expiry: BTreeSet::new(),
+            delayed: BTreeMap::new(),
+            inflight: HashMap::new(),
+            count: 0,
+            bytes: 0,
+            dead: Vec::new(),
+            dead_total: 0,
+            dirty: false,
+        })
+    }
+
+    pub fn config(&self) -> &SubscriptionConfig {
+        &self.config
+    }
+
+    /// Next log offset the subscription has not seen.
+    pub fn cursor(&self) -> i64 {
+        self.cursor
+    }
+
+    /// Every offset below this is settled; segments below it may be deleted.
+    pub fn ack_floor(&self) -> i64 {
+        self.floor
+    }
+
+    /// Messages in the queue: ready, delayed and unacked.
+    pub fn len(&self) -> u64 {
+        self.count
+    }
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+    pub fn ready_len(&self) -> u64 {
+        self.ready.len() as u64
+    }
+    pub fn unacked_len(&self) -> u64 {
+        self.inflight.len() as u64
+    }
+
+    pub fn stats(&self) -> SubscriptionStats {
+        SubscriptionStats {
+            ready: self.ready.len() as u64,
+            delayed: self.delayed.len() as u64,
+            unacked: self.inflight.len() as u64,
+            bytes: self.bytes,
+            ack_floor: self.floor,
+            cursor: self.cursor,
+            dead_lettered: self.dead_total,
+        }
+    }
+
+    /// Whether a new message of `size_bytes` may be published, by the overflow policy.
+    pub fn admission(&self, size_bytes: u64) -> Admission {
+        let full = self.config.max_length.is_some_and(|m| self.count >= m)
+            || self
+                .config
+                .max_length_bytes
+                .is_some_and(|m| self.bytes + size_bytes > m);
+        match (full, self.config.overflow) {
+            (false, _) | (true, Overflow::DropHead) => Admission::Accept,
+            (true, Overflow::RejectPublish) => Admission::Reject { dead_letter: false },
+            (true, Overflow::RejectPublishDlx) => Admission::Reject { dead_letter: true },
+        }
+    }
+
+    /// Hands over a message just appended at `message.offset`. Offers may arrive out of
+    /// order; offers below the cursor were already read from the log and are ignored.
+    pub fn offer(&mut self, message: Message, now_ms: i64) {
+        if message.offset < self.cursor {
+            return;
+        }
+        if self.pending_offers.len() < PENDING_OFFERS_MAX {
+            self.pending_offers.insert(message.offset, message);
+        }
+        while let Some(m) = self.pending_offers.remove(&self.cursor) {
+            self.cursor += 1;
+            self.admit(m, now_ms);
+        }
+    }
+
+    /// Whether the log holds records the subscription has not seen and no offer fills.
+    pub fn needs_log_read(&self, log_end: i64) -> bool {
+        self.cursor < log_end && !self.pending_offers.contains_key(&self.cursor)
+    }
+
+    /// Reads up to `max_bytes` of records at the cursor from `log` (blocking pread).
+    pub fn load_from_log(
+        &mut self,
+        log: &conflux_log::PartitionLog,
+        max_bytes: usize,
+        now_ms: i64,
+    ) -> Result<usize, conflux_log::LogError> {
+        if self.cursor < log.log_start_offset() {
+            // Retention removed records we never saw: they are gone.
+            let start = log.log_start_offset();
+            for o in self.cursor..start {
+                self.settle_offset(o);
+            }
+            self.cursor = start;
+        }
+        let read = log.read(self.cursor, max_bytes)?;
+        let mut chunk = read.records;
+        let mut loaded = 0;
+        while let Ok(Some((header, batch))) = conflux_wire::batch::split_batch(&mut chunk) {
+            if header.last_offset() < self.cursor {
+                continue;
+            }
+            let records = if header.is_control() {
+                Vec::new()
+            } else {
+                match conflux_wire::records::decode_records(&batch, 64 * 1024 * 1024) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(offset = header.base_offset, error = %e,
+                            "subscription skips an undecodable batch");
+                        Vec::new()
+                    }
+                }
+            };
+            for r in records {
+                let offset = header.base_offset + i64::from(r.offset_delta);
+                if offset < self.cursor {
+                    continue;
+                }
+                for o in self.cursor..offset {
+                    self.settle_offset(o);
+                }
+                self.cursor = offset + 1;
+                self.pending_offers.remove(&offset);
+                let msg = Message {
+                    offset,
+                    timestamp: header.base_timestamp.saturating_add(r.timestamp_delta),
+                    key: r.key,
+                    value: r.value,
+                    headers: r.headers,
+                };
+                self.admit(msg, now_ms);
+                loaded += 1;
+            }
+            // Offsets of the batch with no record (control batches, compacted gaps).
+            for o in self.cursor..=header.last_offset() {
+                self.settle_offset(o);
+            }
+            self.cursor = self.cursor.max(header.last_offset() + 1);
+        }
+        self.pending_offers = self.pending_offers.split_off(&self.cursor);
+        while let Some(m) = self.pending_offers.remove(&self.cursor) {
+            self.cursor += 1;
+            self.admit(m, now_ms);
+        }
+        Ok(loaded)
+    }
+
+    fn admit(&mut self, msg: Message, now_ms: i64) {
+        if self.settled.contains(&msg.offset) {
+            return;
+        }
+        let priority = match self.config.max_priority {
+            Some(max) => (msg.number(headers::PRIORITY).unwrap_or(0).clamp(0, 255) as u8).min(max),
+            None => 0,
+        };
+        let ttl = match (msg.number(headers::EXPIRATION), self.config.message_ttl_ms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let expires_at = ttl.map(|t| msg.timestamp.saturating_add(t.max(0)));
+        let delay_until = msg
+            .number(headers::DELAY)
+            .filter(|d| *d > 0)
+            .map(|d| msg.timestamp.saturating_add(d));
+        let deliveries = self.restored_deliveries.remove(&msg.offset).unwrap_or(0);
+        let entry = Entry {
+            msg: Arc::new(msg),
+            priority,
+            expires_at,
+            deliveries,
+            first_failure: None,
+            last_failure: None,
+        };
+        // A full queue with a reject policy refuses what slipped past `admission`.
+        if self.config.overflow != Overflow::DropHead
+            && self.admission(entry.msg.size_bytes()) != Admission::Accept
+        {
+            let dead = self.config.overflow == Overflow::RejectPublishDlx;
+            self.settle(entry, dead.then_some(DeadReason::MaxLen), now_ms);
+            return;
+        }
+        self.count += 1;
+        self.bytes += entry.msg.size_bytes();
+        match delay_until {
+            Some(at) if at > now_ms => {
+                self.delayed.insert((at, entry.msg.offset), entry);
+            }
+            _ => self.push_ready(entry),
+        }
+        self.enforce_limits(now_ms);
+    }
+
+    fn push_ready(&mut self, entry: Entry) {
+        let key = (Reverse(entry.priority), entry.msg.offset);
+        if let Some(at) = entry.expires_at {
+            self.expiry.insert((at, key));
+        }
+        self.ready.insert(key, entry);
+    }
+
+    fn take_ready(&mut self, key: &ReadyKey) -> Option<Entry> {
+        let entry = self.ready.remove(key)?;
+        if let Some(at) = entry.expires_at {
+            self.expiry.remove(&(at, *key));
+        }
+        Some(entry)
+    }
+
+    fn over_limit(&self) -> bool {
+        self.config.max_length.is_some_and(|m| self.count > m)
+            || self.config.max_length_bytes.is_some_and(|m| self.bytes > m)
+    }
+
+    fn enforce_limits(&mut self, now_ms: i64) {
+        while self.over_limit() {
+            // Head = the oldest ready message.
+            let Some(key) = self.ready.keys().min_by_key(|k| k.1).copied() else {
+                break;
+            };
+            if let Some(e) = self.take_ready(&key) {
+                self.remove_counted(&e);
+                self.settle(e, Some(DeadReason::MaxLen), now_ms);
+            }
+        }
+    }
+
+    fn remove_counted(&mut self, e: &Entry) {
+        self.count = self.count.saturating_sub(1);
+        self.bytes = self.bytes.saturating_sub(e.msg.size_bytes());
+    }
+
+    /// Settles a message: acked (`reason` None) or dead-lettered / dropped.
+    fn settle(&mut self, mut e: Entry, reason: Option<DeadReason>, now_ms: i64) {
+        if let Some(reason) = reason {
+            if self.config.dead_letter {
+                e.first_failure.get_or_insert(now_ms);
+                self.dead_total += 1;
+                self.dead.push(DeadLetter {
+                    message: e.msg.clone(),
+                    reason,
+                    delivery_count: e.deliveries,
+                    first_failure_ms: e.first_failure.unwrap_or(now_ms),
+                    last_failure_ms: now_ms,
+                });
+            }
+        }
+        self.settle_offset(e.msg.offset);
+    }
+
+    fn settle_offset(&mut self, offset: i64) {
+        self.dirty = true;
+        if offset < self.floor {
+            return;
+        }
+        self.settled.insert(offset);
+        while self.settled.remove(&self.floor) {
+            self.floor += 1;
+        }
+    }
+
+    /// Moves due delayed messages to ready and settles expired ready messages.
+    pub fn tick(&mut self, now_ms: i64) {
+        while let Some((&(at, offset), _)) = self.delayed.first_key_value() {
+            if at > now_ms {
+                break;
+            }
+            if let Some(e) = self.delayed.remove(&(at, offset)) {
+                self.push_ready(e);
+            }
+        }
+        while let Some(&(at, key)) = self.expiry.first() {
+            if at > now_ms {
+                break;
+            }
+            if let Some(e) = self.take_ready(&key) {
+                self.remove_counted(&e);
+                self.settle(e, Some(DeadReason::Expired), now_ms);
+            }
+        }
+        if self.config.lease_ms.is_some() {
+            let expired: Vec<i64> = self
+                .inflight
+                .iter()
+                .filter(|(_, f)| f.lease_deadline.is_some_and(|d| d <= now_ms))
+                .map(|(o, _)| *o)
+                .collect();
+            for o in expired {
+                self.nack(o, true, now_ms);
+            }
+        }
+    }
+
+    /// Earliest time something changes without outside input (a delayed message comes due,
+    /// a message expires, a lease ends).
+    pub fn next_wakeup(&self) -> Option<i64> {
+        let delayed = self.delayed.keys().next().map(|k| k.0);
+        let expiry = self.expiry.first().map(|k| k.0);
+        let lease = self
+            .inflight
+            .values()
+            .filter_map(|f| f.lease_deadline)
+            .min();
+        [delayed, expiry, lease].into_iter().flatten().min()
+    }
+
+    /// Takes the next ready message for `consumer` (highest priority, then oldest).
+    pub fn next(&mut self, consumer: ConsumerId, now_ms: i64) -> Option<Delivery> {
+        loop {
+            let key = *self.ready.keys().next()?;
+            let mut e = self.take_ready(&key)?;
+            if e.expires_at.is_some_and(|at| at <= now_ms) {
+                self.remove_counted(&e);
+                self.settle(e, Some(DeadReason::Expired), now_ms);
+                continue;
+            }
+            e.deliveries += 1;
+            self.dirty |= e.deliveries > 1;
+            let d = Delivery {
+                message: e.msg.clone(),
+                delivery_count: e.deliveries,
+                redelivered: e.deliveries > 1,
+            };
+            let lease_deadline = self.config.lease_ms.map(|l| now_ms.saturating_add(l));
+            self.inflight.insert(
+                e.msg.offset,
+                InFlight {
+                    entry: e,
+                    consumer,
+                    lease_deadline,
+                },
+            );
+            return Some(d);
+        }
+    }
+
+    /// Acknowledges a delivered message. Returns false when it is not in flight.
+    pub fn ack(&mut self, offset: i64, now_ms: i64) -> bool {
+        let Some(f) = self.inflight.remove(&offset) else {
+            return false;
+        };
+        self.remove_counted(&f.entry);
+        self.settle(f.entry, None, now_ms);
+        true
+    }
+
+    /// Negatively acknowledges a delivered message: requeued (after the backoff, unless the
+    /// delivery limit is exceeded) or dead-lettered / dropped.
+    pub fn nack(&mut self, offset: i64, requeue: bool, now_ms: i64) -> bool {
+        let Some(f) = self.inflight.remove(&offset) else {
+            return false;
+        };
+        let mut e = f.entry;
+        e.first_failure.get_or_insert(now_ms);
+        e.last_failure = Some(now_ms);
+        let over_limit = self.config.delivery_limit.is_some_and(|l| e.deliveries > l);
+        if !requeue || over_limit {
+            self.remove_counted(&e);
+            let reason = if requeue {
+                DeadReason::DeliveryLimit
+            } else {
+                DeadReason::Rejected
+            };
+            self.settle(e, Some(reason), now_ms);
+            return true;
+        }
+        self.dirty = true;
+        let backoff = self.backoff_ms(e.deliveries);
+        if backoff > 0 {
+            let at = now_ms.saturating_add(backoff as i64);
+            self.delayed.insert((at, e.msg.offset), e);
+        } else {
+            self.push_ready(e);
+        }
+        true
+    }
+
+    /// `min(base * 2^(deliveries-1), max)`.
+    pub fn backoff_ms(&self, deliveries: u32) -> u64 {
+        if self.config.backoff_base_ms == 0 {
+            return 0;
+        }
+        let exp = deliveries.saturating_sub(1).min(62);
+        self.config
+            .backoff_base_ms
+            .saturating_mul(1u64 << exp)
+            .min(self.config.backoff_max_ms.max(self.config.backoff_base_ms))
+    }
+
+    /// Returns every message in flight to `consumer` to the queue (consumer gone, channel
+    /// closed), counting as a failed delivery. Returned offsets in order.
+    pub fn release_consumer(&mut self, consumer: ConsumerId, now_ms: i64) -> Vec<i64> {
+        let mut offsets: Vec<i64> = self
+            .inflight
+            .iter()
+            .filter(|(_, f)| f.consumer == consumer)
+            .map(|(o, _)| *o)
+            .collect();
+        offsets.sort_unstable();
+        for o in &offsets {
+            self.nack(*o, true, now_ms);
+        }
+        offsets
+    }
+
+    /// Drops every ready and delayed message; returns how many.
+    pub fn purge(&mut self) -> u64 {
+        let ready = std::mem::take(&mut self.ready);
+        let delayed = std::mem::take(&mut self.delayed);
+        self.expiry.clear();
+        let mut n = 0;
+        for e in ready.into_values().chain(delayed.into_values()) {
+            self.remove_counted(&e);
+            self.settle_offset(e.msg.offset);
+            n += 1;
+        }
+        n
+    }
+
+    /// Takes the dead letters produced since the last call.
+    pub fn take_dead_letters(&mut self) -> Vec<DeadLetter> {
+        std::mem::take(&mut self.dead)
+    }
+
+    /// Serialises the state if it changed since the last checkpoint; the owner writes the
+    /// result with [`write_state`] (off the async runtime) — batching many changes per write.
+    pub fn checkpoint(&mut self) -> Option<(PathBuf, Vec<u8>)> {
+        if !self.dirty {
+            return None;
+        }
+        let path = self.state_path.clone()?;
+        self.dirty = false;
+        let mut deliveries: Vec<(i64, u32)> = self
+            .inflight
+            .values()
+            .map(|f| &f.entry)
+            .chain(self.ready.values())
+            .chain(self.delayed.values())
+            .filter(|e| e.deliveries > 0)
+            .map(|e| (e.msg.offset, e.deliveries))
+            .collect();
+        deliveries.extend(self.restored_deliveries.iter().map(|(o, d)| (*o, *d)));
+        let state = PersistedState {
+            floor: self.floor,
+            settled: self.settled.iter().copied().collect(),
+            deliveries,
+        };
+        serde_json::to_vec(&state).ok().map(|b| (path, b))
+    }
+}
+
+/// Writes a checkpoint atomically (temporary file, fsync, rename). Blocking.
+pub fn write_state(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_data()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Ack floors of all subscriptions by (topic, partition), so retention never deletes a
+/// segment a subscription still needs.
+#[derive(Debug, Default)]
+pub struct FloorRegistry {
+    floors: Mutex<HashMap<(String, i32), HashMap<u64, i64>>>,
+}
+
+impl FloorRegistry {
+    /// Records subscription `id`'s floor on a partition.
+    pub fn set(&self, topic: &str, partition: i32, id: u64, floor: i64) {
+        self.floors
+            .lock()
+            .entry((topic.to_string(), partition))
+            .or_default()
+            .insert(id, floor);
+    }
+
+    pub fn remove(&self, topic: &str, partition: i32, id: u64) {
+        let mut floors = self.floors.lock();
+        let key = (topic.to_string(), partition);
+        if let Some(m) = floors.get_mut(&key) {
+            m.remove(&id);
+            if m.is_empty() {
+                floors.remove(&key);
+            }
+        }
+    }
+
+    /// The lowest floor on the partition, if any subscription reads it.
+    pub fn min_needed(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.floors
+            .lock()
+            .get(&(topic.to_string(), partition))
+            .and_then(|m| m.values().copied().min())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(offset: i64, ts: i64, hdrs: &[(&str, &str)]) -> Message {
+        Message {
+            offset,
+            timestamp: ts,
+            key: None,
+            value: Some(Bytes::from(format!("m{offset}"))),
+            headers: hdrs
+                .iter()
+                .map(|(k, v)| RecordHeader {
+                    key: k.to_string(),
+                    value: Some(Bytes::from(v.to_string())),
+                })
+                .collect(),
+        }
+    }
+
+    fn sub(config: SubscriptionConfig) -> Subscription {
+        Subscription::open(config, None, 0).unwrap()
+    }
+
+    #[test]
+    fn acks_above_the_floor_advance_it_when_the_gap_closes() {
+        let mut s = sub(SubscriptionConfig::default());
+        for o in 0..4 {
+            s.offer(msg(o, 0, &[]), 0);
+        }
+        let d: Vec<_> = (0..4).map(|_| s.next(1, 0).unwrap()).collect();
+        assert_eq!(
+            d.iter().map(|d| d.message.offset).collect::<Vec<_>>(),
+            [0, 1, 2, 3]
+        );
+        assert!(s.ack(1, 0) && s.ack(3, 0));
+        assert_eq!(s.ack_floor(), 0);
+        assert!(s.ack(0, 0));
+        assert_eq!(s.ack_floor(), 2);
+        assert!(s.ack(2, 0));
+        assert_eq!(s.ack_floor(), 4);
+        assert!(!s.ack(2, 0), "a second ack of the same message is refused");
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn out_of_order_offers_are_delivered_in_offset_order() {
+        let mut s = sub(SubscriptionConfig::default());
+        s.offer(msg(1, 0, &[]), 0);
+        assert!(s.next(1, 0).is_none(), "offset 0 is still missing");
+        s.offer(msg(0, 0, &[]), 0);
+        assert_eq!(s.next(1, 0).unwrap().message.offset, 0);
+        assert_eq!(s.next(1, 0).unwrap().message.offset, 1);
+    }
+
+    #[test]
+    fn nack_requeues_with_exponential_backoff() {
+        let mut s = sub(SubscriptionConfig {
+            backoff_base_ms: 100,
+            backoff_max_ms: 250,
+            ..Default::default()
+        });
+        assert_eq!(
+            (1..=4).map(|n| s.backoff_ms(n)).collect::<Vec<_>>(),
+            [100, 200, 250, 250]
+        );
+        s.offer(msg(0, 0, &[]), 0);
+        s.next(1, 0).unwrap();
+        s.nack(0, true, 1000);
+        assert!(s.next(1, 1050).is_none(), "still backing off");
+        s.tick(1100);
+        let d = s.next(1, 1100).unwrap();
+        assert!(d.redelivered);
+        assert_eq!(d.delivery_count, 2);
+        s.nack(0, true, 2000);
+        s.tick(2199);
+        assert!(s.next(1, 2199).is_none());
+        s.tick(2200);
+        assert_eq!(s.next(1, 2200).unwrap().delivery_count, 3);
+    }
+
+    #[test]
+    fn delivery_limit_dead_letters_with_history() {
+        let mut s = sub(SubscriptionConfig {
+            delivery_limit: Some(2),
+            dead_letter: true,
+            ..Default::default()
+        });
+        s.offer(msg(0, 0, &[]), 0);
+        for t in [10, 20] {
+            s.next(1, t).unwrap();
+            s.nack(0, true, t);
+            assert!(s.take_dead_letters().is_empty());
+        }
+        s.next(1, 30).unwrap();
+        s.nack(0, true, 30);
+        let dead = s.take_dead_letters();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].reason, DeadReason::DeliveryLimit);
+        assert_eq!(dead[0].delivery_count, 3);
+        assert_eq!(
+            (dead[0].first_failure_ms, dead[0].last_failure_ms),
+            (10, 30)
+        );
+        assert!(s.is_empty());
+        assert_eq!(s.ack_floor(), 1);
+    }
+
+    #[test]
+    fn reject_without_requeue_dead_letters_or_drops() {
+        let mut with = sub(SubscriptionConfig {
+            dead_letter: true,
+            ..Default::default()
+        });
+        with.offer(msg(0, 0, &[]), 0);
+        with.next(1, 0);
+        with.nack(0, false, 5);
+        assert_eq!(with.take_dead_letters()[0].reason, DeadReason::Rejected);
+        let mut without = sub(SubscriptionConfig::default());
+        without.offer(msg(0, 0, &[]), 0);
+        without.next(1, 0);
+        without.nack(0, false, 5);
+        assert!(without.take_dead_letters().is_empty());
+        assert_eq!(without.ack_floor(), 1);
+    }
+
+    #[test]
+    fn ttl_per_queue_and_per_message_expires_to_the_dlq() {
+        let mut s = sub(SubscriptionConfig {
+            message_ttl_ms: Some(1000),
+            dead_letter: true,
+            ..Default::default()
+        });
+        s.offer(msg(0, 0, &[]), 0);
+        s.offer(msg(1, 0, &[(headers::EXPIRATION, "100")]), 0);
+        s.offer(msg(2, 0, &[(headers::EXPIRATION, "5000")]), 0);
+        s.tick(100);
+        let dead = s.take_dead_letters();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(
+            (dead[0].message.offset, dead[0].reason),
+            (1, DeadReason::Expired)
+        );
+        s.tick(1000);
+        let dead: Vec<_> = s
+            .take_dead_letters()
+            .iter()
+            .map(|d| d.message.offset)
+            .collect();
+        assert_eq!(dead, [0, 2], "the queue TTL caps the message's own");
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn overflow_modes() {
+        let cfg = |overflow| SubscriptionConfig {
+            max_length: Some(2),
+            overflow,
+            dead_letter: true,
+            ..Default::default()
+        };
+        let mut drop_head = sub(cfg(Overflow::DropHead));
+        for o in 0..3 {
+            assert_eq!(drop_head.admission(2), Admission::Accept);
+            drop_head.offer(msg(o, 0, &[]), 0);
+        }
+        let dead = drop_head.take_dead_letters();
+        assert_eq!(
+            (dead[0].message.offset, dead[0].reason),
+            (0, DeadReason::MaxLen)
+        );
+        assert_eq!(drop_head.len(), 2);
+        assert_eq!(drop_head.next(1, 0).unwrap().message.offset, 1);
+
+        let mut reject = sub(cfg(Overflow::RejectPublish));
+        reject.offer(msg(0, 0, &[]), 0);
+        reject.offer(msg(1, 0, &[]), 0);
+        assert_eq!(
+            reject.admission(2),
+            Admission::Reject { dead_letter: false }
+        );
+        let mut dlx = sub(cfg(Overflow::RejectPublishDlx));
+        dlx.offer(msg(0, 0, &[]), 0);
+        dlx.offer(msg(1, 0, &[]), 0);
+        assert_eq!(dlx.admission(2), Admission::Reject { dead_letter: true });
+        // One that slipped past the admission check is refused at admit time.
+        dlx.offer(msg(2, 0, &[]), 0);
+        assert_eq!(dlx.len(), 2);
+        assert_eq!(dlx.take_dead_letters()[0].message.offset, 2);
+
+        let mut bytes = sub(SubscriptionConfig {
+            max_length_bytes: Some(4),
+            ..Default::default()
+        });
+        bytes.offer(msg(0, 0, &[]), 0); // "m0": 2 bytes
+        bytes.offer(msg(1, 0, &[]), 0);
+        bytes.offer(msg(2, 0, &[]), 0);
+        assert_eq!(bytes.len(), 2);
+        assert_eq!(bytes.next(1, 0).unwrap().message.offset, 1);
+    }
+
+    #[test]
+    fn priorities_then_fifo() {
+        let mut s = sub(SubscriptionConfig {
+            max_priority: Some(5),
+            ..Default::default()
+        });
+        let prios = ["1", "9", "0", "3", "5"];
+        for (o, p) in prios.iter().enumerate() {
+            s.offer(msg(o as i64, 0, &[(headers::PRIORITY, p)]), 0);
+        }
+        let order: Vec<_> = (0..5)
+            .map(|_| s.next(1, 0).unwrap().message.offset)
+            .collect();
+        // 9 is capped to 5, so offsets 1 and 4 tie and go oldest first.
+        assert_eq!(order, [1, 4, 3, 0, 2]);
+    }
+
+    #[test]
+    fn delayed_delivery() {
+        let mut s = sub(SubscriptionConfig::default());
+        s.offer(msg(0, 1000, &[(headers::DELAY, "500")]), 1000);
+        s.offer(msg(1, 1000, &[]), 1000);
+        assert_eq!(s.next(1, 1000).unwrap().message.offset, 1);
+        assert!(s.next(1, 1000).is_none());
+        assert_eq!(s.next_wakeup(), Some(1500));
+        s.tick(1500);
+        assert_eq!(s.next(1, 1500).unwrap().message.offset, 0);
+    }
+
+    #[test]
+    fn leases_expire_and_released_consumers_requeue() {
+        let mut s = sub(SubscriptionConfig {
+            lease_ms: Some(100),
+            ..Default::default()
+        });
+        s.offer(msg(0, 0, &[]), 0);
+        s.offer(msg(1, 0, &[]), 0);
+        s.next(7, 0).unwrap();
+        s.tick(100);
+        let d = s.next(8, 100).unwrap();
+        assert_eq!((d.message.offset, d.redelivered), (0, true));
+        s.next(8, 100).unwrap();
+        assert_eq!(s.release_consumer(8, 150), vec![0, 1]);
+        assert_eq!(s.ready_len(), 2);
+    }
+
+    #[test]
+    fn restart_redelivers_exactly_the_unacked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.json");
+        let mut s =
+            Subscription::open(SubscriptionConfig::default(), Some(path.clone()), 0).unwrap();
+        for o in 0..5 {
+            s.offer(msg(o, 0, &[]), 0);
+        }
+        for _ in 0..4 {
+            s.next(1, 0).unwrap();
+        }
+        s.ack(0, 0);
+        s.ack(2, 0);
+        let (p, bytes) = s.checkpoint().unwrap();
+        write_state(&p, &bytes).unwrap();
+        assert!(s.checkpoint().is_none(), "nothing changed since");
+
+        let mut r = Subscription::open(SubscriptionConfig::default(), Some(path), 0).unwrap();
+        assert_eq!(r.ack_floor(), 1);
+        for o in 0..5 {
+            r.offer(msg(o, 0, &[]), 0);
+        }
+        let again: Vec<_> = std::iter::from_fn(|| r.next(1, 0))
+            .map(|d| (d.message.offset, d.redelivered))
+            .collect();
+        assert_eq!(again, [(1, true), (3, true), (4, false)]);
+    }
+
+    #[test]
+    fn loads_records_from_the_log() {
+        use conflux_wire::records::BatchBuilder;
+        let dir = tempfile::tempdir().unwrap();
+        let log =
+            conflux_log::PartitionLog::open(dir.path(), conflux_log::LogConfig::default()).unwrap();
+        let mut b = BatchBuilder::new(1000);
+        b.append(1000, None, Some(Bytes::from_static(b"a")), vec![]);
+        b.append(1001, None, Some(Bytes::from_static(b"b")), vec![]);
+        log.append_blocking(b.build().unwrap(), 0).unwrap();
+        let mut s = sub(SubscriptionConfig::default());
+        assert!(s.needs_log_read(log.log_end_offset()));
+        assert_eq!(s.load_from_log(&log, 1 << 20, 0).unwrap(), 2);
+        assert_eq!(s.cursor(), 2);
+        let d = s.next(1, 0).unwrap();
+        assert_eq!(d.message.value.as_deref(), Some(&b"a"[..]));
+        assert_eq!(d.message.timestamp, 1000);
+        // An offer of a record already read is ignored.
+        s.offer(msg(1, 0, &[]), 0);
+        assert_eq!(s.len(), 2);
+    }
+
+    #[test]
+    fn floor_registry_reports_the_slowest() {
+        let r = FloorRegistry::default();
+        r.set("q", 0, 1, 10);
+        r.set("q", 0, 2, 4);
+        assert_eq!(r.min_needed("q", 0), Some(4));
+        r.remove("q", 0, 2);
+        assert_eq!(r.min_needed("q", 0), Some(10));
+        assert_eq!(r.min_needed("other", 0), None);
+    }
+}
