@@ -661,6 +661,44 @@ impl Subscription {
         true
     }
 
+    /// Negatively acknowledges a delivered message and requeues it after `delay_ms` instead of
+    /// the configured backoff (JetStream `-NAK {"delay": ...}`); the delivery limit still
+    /// applies. Returns false when it is not in flight.
+    pub fn nack_with_delay(&mut self, offset: i64, delay_ms: u64, now_ms: i64) -> bool {
+        let Some(f) = self.inflight.remove(&offset) else {
+            return false;
+        };
+        let mut e = f.entry;
+        e.first_failure.get_or_insert(now_ms);
+        e.last_failure = Some(now_ms);
+        if self.config.delivery_limit.is_some_and(|l| e.deliveries > l) {
+            self.remove_counted(&e);
+            self.settle(e, Some(DeadReason::DeliveryLimit), now_ms);
+            return true;
+        }
+        self.dirty = true;
+        if delay_ms > 0 {
+            let at = now_ms.saturating_add(i64::try_from(delay_ms).unwrap_or(i64::MAX));
+            self.delayed.insert((at, e.msg.offset), e);
+        } else {
+            self.push_ready(e);
+        }
+        true
+    }
+
+    /// Restarts the lease of a delivered message (JetStream `+WPI`, SQS
+    /// ChangeMessageVisibility). Returns false when it is not in flight.
+    pub fn extend_lease(&mut self, offset: i64, now_ms: i64) -> bool {
+        let lease = self.config.lease_ms;
+        match self.inflight.get_mut(&offset) {
+            Some(f) => {
+                f.lease_deadline = lease.map(|l| now_ms.saturating_add(l));
+                true
+            }
+            None => false,
+        }
+    }
+
     /// `min(base * 2^(deliveries-1), max)`.
     pub fn backoff_ms(&self, deliveries: u32) -> u64 {
         if self.config.backoff_base_ms == 0 {

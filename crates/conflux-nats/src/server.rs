@@ -132,7 +132,20 @@ impl Shared {
 
     /// Publishes a message from the server itself (JetStream replies and deliveries).
     pub fn publish(&self, subject: &[u8], reply: Option<&[u8]>, headers: &[u8], payload: &[u8]) {
-        self.route(None, subject, reply, headers, payload);
+        self.route(None, subject, subject, reply, headers, payload);
+    }
+
+    /// Delivers a message to the subscriptions matching `route_subject` while showing them
+    /// `subject` (JetStream delivers stored messages to a pull request's inbox this way).
+    pub fn deliver_as(
+        &self,
+        route_subject: &[u8],
+        subject: &[u8],
+        reply: Option<&[u8]>,
+        headers: &[u8],
+        payload: &[u8],
+    ) -> usize {
+        self.route(None, route_subject, subject, reply, headers, payload)
     }
 
     /// Whether anything subscribes to `subject`.
@@ -144,12 +157,13 @@ impl Shared {
     fn route(
         &self,
         from: Option<&Client>,
+        route_subject: &[u8],
         subject: &[u8],
         reply: Option<&[u8]>,
         headers: &[u8],
         payload: &[u8],
     ) -> usize {
-        let matches = self.subs.matches(subject);
+        let matches = self.subs.matches(route_subject);
         let mut delivered = 0;
         let no_echo_from = from
             .filter(|c| !c.echo.load(Ordering::Relaxed))
@@ -528,7 +542,7 @@ fn handle(shared: &Arc<Shared>, conn: &mut Conn, op: Op<'_>) -> bool {
                 Some(i) => i.on_publish(shared, subject, reply, hdr, payload),
                 None => false,
             };
-            let n = shared.route(Some(&conn.client), subject, reply, hdr, payload);
+            let n = shared.route(Some(&conn.client), subject, subject, reply, hdr, payload);
             if n == 0 && !intercepted && conn.no_responders {
                 if let Some(reply) = reply {
                     no_responders(shared, conn, reply);

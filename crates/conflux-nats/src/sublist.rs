@@ -305,6 +305,20 @@ pub fn subject_matches(filter: &[u8], subject: &[u8]) -> bool {
     }
 }
 
+/// Whether two subscription patterns can match a common subject.
+pub fn overlaps(a: &[u8], b: &[u8]) -> bool {
+    let mut x = a.split(|&c| c == b'.');
+    let mut y = b.split(|&c| c == b'.');
+    loop {
+        match (x.next(), y.next()) {
+            (Some(b">"), Some(_)) | (Some(_), Some(b">")) => return true,
+            (Some(p), Some(q)) if p == q || p == b"*" || q == b"*" => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -363,5 +377,6 @@ mod tests {
         assert!(subject_matches(b"a.>", b"a.b.c"));
         assert!(!subject_matches(b"a.>", b"a"));
         assert!(!subject_matches(b"a.b", b"a.b.c"));
+        assert!(overlaps(b"a.*", b"a.>") && overlaps(b"a.b", b"*.b") && !overlaps(b"a.b", b"a.c"));
     }
 }

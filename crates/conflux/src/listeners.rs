@@ -95,6 +95,7 @@ pub fn services(ctx: &ServeContext) -> Vec<Service> {
         }),
         Service::new("nats", move |listener, shutdown| async move {
             let shared = conflux_nats::Shared::new(nats_config(&nats_ctx.config));
+            conflux_nats::start_jetstream(&shared, nats_ctx.broker.clone(), &shutdown)?;
             conflux_nats::serve(listener, shared, shutdown).await;
             Ok(())
         }),
