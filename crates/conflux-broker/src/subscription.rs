@@ -1054,6 +1054,35 @@ mod tests {
     }
 
     #[test]
+    fn nack_with_delay_and_lease_extension() {
+        let mut s = sub(SubscriptionConfig {
+            lease_ms: Some(100),
+            delivery_limit: Some(1),
+            ..Default::default()
+        });
+        s.offer(msg(0, 0, &[]), 0);
+        s.offer(msg(1, 0, &[]), 0);
+        s.next(1, 0).unwrap();
+        assert!(s.nack_with_delay(0, 500, 10));
+        // Offset 0 waits 500 ms; offset 1 goes first.
+        assert_eq!(s.next(1, 10).unwrap().message.offset, 1);
+        assert!(s.next(1, 400).is_none());
+        // Extending offset 1's lease at 90 keeps it in flight past its first deadline.
+        assert!(s.extend_lease(1, 90));
+        s.tick(150);
+        assert_eq!(s.unacked_len(), 1);
+        s.tick(510);
+        let d = s.next(1, 510).unwrap();
+        assert_eq!((d.message.offset, d.delivery_count), (0, 2));
+        // Past the delivery limit a delayed nack settles instead of requeueing.
+        assert!(s.nack_with_delay(0, 0, 520));
+        assert!(!s.extend_lease(0, 520));
+        assert_eq!(s.next(1, 520).unwrap().message.offset, 1);
+        assert!(s.next(1, 520).is_none());
+        assert_eq!(s.ack_floor(), 1);
+    }
+
+    #[test]
     fn leases_expire_and_released_consumers_requeue() {
         let mut s = sub(SubscriptionConfig {
             lease_ms: Some(100),

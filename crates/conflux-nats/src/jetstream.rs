@@ -1422,3 +1422,36 @@ fn deliver(shared: &Shared, stream: &Stream, c: &Consumer, st: &mut ConsumerStat
         i += 1;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1_709_251_199_123), "2024-02-29T23:59:59.123Z");
+    }
+
+    #[test]
+    fn headers_round_trip_without_the_subject() {
+        let block = b"NATS/1.0\r\nNats-Msg-Id: abc\r\nX: 1 2\r\n\r\n";
+        let mut h = parse_headers(block);
+        assert_eq!(h.len(), 2);
+        assert_eq!(h[0].key, "Nats-Msg-Id");
+        assert_eq!(h[1].value.as_deref(), Some(&b"1 2"[..]));
+        h.push(RecordHeader {
+            key: SUBJECT_HEADER.into(),
+            value: Some(Bytes::from_static(b"a.b")),
+        });
+        assert_eq!(
+            build_headers(&h),
+            b"NATS/1.0\r\nNats-Msg-Id: abc\r\nX: 1 2\r\n\r\n"
+        );
+        assert!(build_headers(&[]).is_empty());
+        assert_eq!(
+            status(404, "No Messages"),
+            b"NATS/1.0 404 No Messages\r\n\r\n"
+        );
+    }
+}
