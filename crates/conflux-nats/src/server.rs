@@ -6,6 +6,7 @@
 //! (`max_pending`): a connection that falls further behind is a slow consumer and is closed
 //! with `-ERR 'Slow Consumer'`.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use bytes::{Buf, BytesMut};
 use parking_lot::Mutex;
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -199,6 +201,10 @@ pub struct Client {
     echo: AtomicBool,
     headers: AtomicBool,
     out: Mutex<Outbound>,
+    /// Written only under the `out` lock, with non-blocking writes, so that a reader can flush
+    /// the connections it published to before it reads again (no task hop on the hot path)
+    /// while the writer task finishes whatever the socket did not take.
+    wr: OwnedWriteHalf,
     notify: Notify,
     closed: CancellationToken,
     max_pending: usize,
@@ -206,19 +212,44 @@ pub struct Client {
 
 struct Outbound {
     buf: BytesMut,
-    in_flight: usize,
     closing: bool,
+}
+
+thread_local! {
+    /// While a reader processes one read's worth of operations: the connections that got
+    /// their first pending bytes, flushed when the batch is done.
+    static DEFERRED: RefCell<Option<Vec<Arc<Client>>>> = const { RefCell::new(None) };
+}
+
+/// Makes sure `client`'s new pending bytes get written: by the current reader at the end of
+/// its batch when there is one, else by the writer task.
+fn kick(client: &Arc<Client>) {
+    let deferred = DEFERRED.with(|d| match d.borrow_mut().as_mut() {
+        Some(list) => {
+            list.push(client.clone());
+            true
+        }
+        None => false,
+    });
+    if !deferred {
+        client.notify.notify_one();
+    }
 }
 
 impl Client {
     /// Appends a frame built by `write`; false if the connection is closing. Exceeding the
     /// pending limit closes it as a slow consumer.
-    fn enqueue(&self, shared: &Shared, len_hint: usize, write: impl FnOnce(&mut BytesMut)) -> bool {
+    fn enqueue(
+        self: &Arc<Self>,
+        shared: &Shared,
+        len_hint: usize,
+        write: impl FnOnce(&mut BytesMut),
+    ) -> bool {
         let mut out = self.out.lock();
         if out.closing {
             return false;
         }
-        if out.buf.len() + out.in_flight + len_hint > self.max_pending {
+        if out.buf.len() + len_hint > self.max_pending {
             out.closing = true;
             out.buf.clear();
             out.buf.extend_from_slice(b"-ERR 'Slow Consumer'\r\n");
@@ -233,12 +264,30 @@ impl Client {
         write(&mut out.buf);
         drop(out);
         if was_empty {
-            self.notify.notify_one();
+            kick(self);
         }
         true
     }
 
-    fn send(&self, shared: &Shared, bytes: &[u8]) {
+    /// Writes what the socket takes now without blocking; the writer task gets the rest.
+    fn flush_now(&self) {
+        let mut out = self.out.lock();
+        if out.buf.is_empty() {
+            return;
+        }
+        match self.wr.try_write(&out.buf) {
+            Ok(n) => {
+                out.buf.advance(n);
+                if !out.buf.is_empty() {
+                    self.notify.notify_one();
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.notify.notify_one(),
+            Err(_) => self.closed.cancel(),
+        }
+    }
+
+    fn send(self: &Arc<Self>, shared: &Shared, bytes: &[u8]) {
         self.enqueue(shared, bytes.len(), |b| b.extend_from_slice(bytes));
     }
 
@@ -402,6 +451,7 @@ async fn run_connection(
     shutdown: CancellationToken,
 ) {
     let (mut rd, wr) = stream.into_split();
+    DEFERRED.with(|d| *d.borrow_mut() = None);
     let cfg = &shared.config;
     let id = shared.next_id();
     let client = Arc::new(Client {
@@ -410,9 +460,9 @@ async fn run_connection(
         headers: AtomicBool::new(false),
         out: Mutex::new(Outbound {
             buf: BytesMut::with_capacity(64 * 1024),
-            in_flight: 0,
             closing: false,
         }),
+        wr,
         notify: Notify::new(),
         closed: CancellationToken::new(),
         max_pending: cfg.max_pending,
@@ -433,7 +483,7 @@ async fn run_connection(
         "auth_required": cfg.auth_required(),
     });
     client.send(shared, format!("INFO {info}\r\n").as_bytes());
-    let writer = tokio::spawn(write_loop(client.clone(), wr));
+    let writer = tokio::spawn(write_loop(client.clone()));
     let mut conn = Conn {
         client,
         subs: HashMap::new(),
@@ -447,6 +497,7 @@ async fn run_connection(
         max_payload: cfg.max_payload,
     };
     let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut touched: Vec<Arc<Client>> = Vec::new();
     // Without CONNECT within this time, an authenticated listener drops the client.
     let auth_deadline = tokio::time::sleep(Duration::from_secs(2));
     tokio::pin!(auth_deadline);
@@ -466,21 +517,32 @@ async fn run_connection(
                 break;
             }
         }
+        DEFERRED.with(|d| *d.borrow_mut() = Some(std::mem::take(&mut touched)));
+        let mut stop = false;
         loop {
             match parser::parse(&buf, limits) {
                 Ok(Some((op, used))) => {
                     let keep = handle(shared, &mut conn, op);
                     buf.advance(used);
                     if !keep {
-                        break 'read;
+                        stop = true;
+                        break;
                     }
                 }
                 Ok(None) => break,
                 Err(e) => {
                     conn.client.fail(e.text());
-                    break 'read;
+                    stop = true;
+                    break;
                 }
             }
+        }
+        touched = DEFERRED.with(|d| d.borrow_mut().take()).unwrap_or_default();
+        for c in touched.drain(..) {
+            c.flush_now();
+        }
+        if stop {
+            break 'read;
         }
     }
     for sub in conn.subs.values() {
@@ -638,48 +700,51 @@ fn authorized(cfg: &NatsConfig, opts: &ConnectOptions) -> bool {
     false
 }
 
-async fn write_loop(client: Arc<Client>, mut wr: tokio::net::tcp::OwnedWriteHalf) {
-    let mut spare = BytesMut::with_capacity(64 * 1024);
+async fn write_loop(client: Arc<Client>) {
     loop {
-        let chunk = {
-            let mut out = client.out.lock();
-            if out.buf.is_empty() {
-                None
-            } else {
-                let chunk = std::mem::replace(&mut out.buf, std::mem::take(&mut spare));
-                out.in_flight = chunk.len();
-                Some(chunk)
-            }
-        };
-        let Some(mut chunk) = chunk else {
+        if client.out.lock().buf.is_empty() {
             tokio::select! {
                 _ = client.notify.notified() => continue,
                 _ = client.closed.cancelled() => break,
             }
-        };
-        let write = wr.write_all(&chunk);
-        tokio::pin!(write);
-        let result = tokio::select! {
-            r = &mut write => r,
-            _ = client.closed.cancelled() => {
-                let _ = tokio::time::timeout(Duration::from_millis(200), write).await;
+        }
+        tokio::select! {
+            r = client.wr.writable() => if r.is_err() {
+                client.closed.cancel();
+                break;
+            },
+            _ = client.closed.cancelled() => break,
+        }
+        let mut out = client.out.lock();
+        if out.buf.is_empty() {
+            continue;
+        }
+        match client.wr.try_write(&out.buf) {
+            Ok(n) => out.buf.advance(n),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => {
+                drop(out);
+                client.closed.cancel();
                 break;
             }
-        };
-        client.out.lock().in_flight = 0;
-        if result.is_err() {
-            client.closed.cancel();
-            break;
         }
-        chunk.clear();
-        if chunk.capacity() <= 4 * 1024 * 1024 {
-            spare = chunk;
+        // Give back memory a burst made the buffer grow to.
+        if out.buf.is_empty() && out.buf.capacity() > 4 * 1024 * 1024 {
+            out.buf = BytesMut::with_capacity(64 * 1024);
         }
     }
     // Final flush (an -ERR, the tail of the stream), bounded in time.
-    let rest = std::mem::take(&mut client.out.lock().buf);
-    if !rest.is_empty() {
-        let _ = tokio::time::timeout(Duration::from_millis(500), wr.write_all(&rest)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+    while !client.out.lock().buf.is_empty() {
+        match tokio::time::timeout_at(deadline, client.wr.writable()).await {
+            Ok(Ok(())) => {}
+            _ => break,
+        }
+        let mut out = client.out.lock();
+        match client.wr.try_write(&out.buf) {
+            Ok(n) => out.buf.advance(n),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => break,
+        }
     }
-    let _ = tokio::time::timeout(Duration::from_millis(200), wr.shutdown()).await;
 }
