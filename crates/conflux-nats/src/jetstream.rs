@@ -36,8 +36,12 @@ const MAX_WAITING: usize = 512;
 const MAX_BATCH: usize = 10_000;
 const MAX_STREAMS: usize = 10_000;
 const MAX_CONSUMERS: usize = 10_000;
-/// Publishes queued for one stream before new ones are refused.
+/// Publishes queued for one stream before new ones are refused, by count and by bytes.
 const PUBLISH_QUEUE: usize = 65_536;
+const PUBLISH_QUEUE_BYTES: usize = 64 * 1024 * 1024;
+/// Acks waiting for a consumer's task before new ones are dropped (the message is then
+/// redelivered after ack wait, as for a lost ack).
+const ACKS_MAX: usize = 100_000;
 const DEDUP_MAX: usize = 1_000_000;
 
 fn now_ms() -> i64 {
@@ -128,6 +132,8 @@ fn status(code: u16, text: &str) -> Vec<u8> {
 
 /// One JetStream message publish waiting for its stream's appender.
 struct PubReq {
+    /// Size of the NATS header block, for the queue's byte accounting.
+    header_len: usize,
     subject: Bytes,
     reply: Option<Bytes>,
     headers: Vec<RecordHeader>,
@@ -156,6 +162,7 @@ pub struct Stream {
     created: String,
     topic: Arc<Topic>,
     tx: mpsc::Sender<PubReq>,
+    queued_bytes: std::sync::atomic::AtomicUsize,
     dedup: Mutex<HashMap<String, (u64, i64)>>,
     consumers: Mutex<BTreeMap<String, Arc<Consumer>>>,
     cancel: CancellationToken,
@@ -443,6 +450,7 @@ impl JetStream {
             created,
             topic,
             tx,
+            queued_bytes: std::sync::atomic::AtomicUsize::new(0),
             dedup: Mutex::new(HashMap::new()),
             consumers: Mutex::new(BTreeMap::new()),
             cancel: self.shutdown.child_token(),
@@ -1081,10 +1089,14 @@ impl JetStream {
         } else {
             return;
         };
-        c.state
-            .lock()
-            .acks
-            .push((sseq - 1, kind, reply.map(Bytes::copy_from_slice)));
+        {
+            let mut st = c.state.lock();
+            if st.acks.len() >= ACKS_MAX {
+                return;
+            }
+            st.acks
+                .push((sseq - 1, kind, reply.map(Bytes::copy_from_slice)));
+        }
         c.wake.notify_one();
     }
 }
@@ -1138,13 +1150,18 @@ impl Interceptor for JetStream {
             .and_then(|h| h.value.as_deref())
             .map(|v| String::from_utf8_lossy(v).into_owned());
         let req = PubReq {
+            header_len: headers.len(),
             subject: Bytes::copy_from_slice(subject),
             reply: reply.map(Bytes::copy_from_slice),
             headers: headers_vec,
             payload: Bytes::copy_from_slice(payload),
             msg_id,
         };
-        if stream.tx.try_send(req).is_err() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let size = payload.len() + headers.len();
+        let before = stream.queued_bytes.fetch_add(size, Relaxed);
+        if before + size > PUBLISH_QUEUE_BYTES || stream.tx.try_send(req).is_err() {
+            stream.queued_bytes.fetch_sub(size, Relaxed);
             self.reply(
                 reply,
                 &ApiError(503, 10077, "stream publish queue is full".into())
@@ -1178,6 +1195,10 @@ async fn append_loop(js: Arc<JetStream>, stream: Arc<Stream>, mut rx: mpsc::Rece
         {
             let dedup = stream.dedup.lock();
             for req in pending.drain(..) {
+                stream.queued_bytes.fetch_sub(
+                    req.payload.len() + req.header_len,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 if let Some(id) = &req.msg_id {
                     if let Some((seq, ts)) = dedup.get(id) {
                         if now - ts < window {

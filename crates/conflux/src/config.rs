@@ -465,6 +465,24 @@ impl Config {
         if s.shutdown_timeout_ms == 0 {
             return Err(invalid("server.shutdown_timeout_ms", 0, "must be > 0"));
         }
+        let n = &self.nats;
+        if n.max_payload_bytes == 0 || n.max_payload_bytes > 64 * MIB {
+            return Err(invalid(
+                "nats.max_payload_bytes",
+                n.max_payload_bytes,
+                "must be between 1 and 67108864 (64 MiB)",
+            ));
+        }
+        if n.max_pending_bytes < n.max_payload_bytes {
+            return Err(invalid(
+                "nats.max_pending_bytes",
+                n.max_pending_bytes,
+                "must be at least nats.max_payload_bytes",
+            ));
+        }
+        if n.password.is_some() && n.user.is_none() {
+            return Err(invalid("nats.password", "(set)", "needs nats.user"));
+        }
         let k = &self.kafka;
         let positive: [(&'static str, u64); 4] = [
             ("kafka.request_size_bytes_max", k.request_size_bytes_max),
