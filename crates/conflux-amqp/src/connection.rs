@@ -166,7 +166,14 @@ pub async fn handle(
         closed: AtomicBool::new(false),
     });
     let heartbeat = Arc::new(AtomicU32::new(0));
-    let writer = tokio::spawn(run_writer(wr, rx, shared.clone(), heartbeat.clone()));
+    let stop_writer = CancellationToken::new();
+    let writer = tokio::spawn(run_writer(
+        wr,
+        rx,
+        shared.clone(),
+        heartbeat.clone(),
+        stop_writer.clone(),
+    ));
 
     // Protocol header.
     let mut header = [0u8; 8];
@@ -179,6 +186,7 @@ pub async fn handle(
             shared.send(BytesMut::from(&b"AMQP\x00\x00\x09\x01"[..]));
         }
         drop(shared);
+        stop_writer.cancel();
         let _ = writer.await;
         return;
     }
@@ -198,6 +206,7 @@ pub async fn handle(
                 send_connection_close(&shared, &e, 0, 0);
             }
             drop(shared);
+            stop_writer.cancel();
             let _ = writer.await;
             return;
         }
@@ -246,7 +255,29 @@ pub async fn handle(
         };
         match conn.on_frame(f).await {
             Ok(true) => {}
-            Ok(false) => break,
+            Ok(false) => {
+                // Some clients (amqplib) write a channel's last acks after connection.close;
+                // settle those that arrive before the peer hangs up rather than requeue them.
+                let _ = tokio::time::timeout(Duration::from_millis(500), async {
+                    while let Ok(f) = frame::read_frame(&mut rd, frame_max).await {
+                        if f.kind != frame::FRAME_METHOD {
+                            continue;
+                        }
+                        if let Ok(
+                            m @ AMQPClass::Basic(
+                                basic::AMQPMethod::Ack(_)
+                                | basic::AMQPMethod::Nack(_)
+                                | basic::AMQPMethod::Reject(_),
+                            ),
+                        ) = frame::decode_method(&f.payload)
+                        {
+                            let _ = conn.on_method(f.channel, m).await;
+                        }
+                    }
+                })
+                .await;
+                break;
+            }
             Err((e, class, meth)) => {
                 send_connection_close(&shared, &e, class, meth);
                 // Wait briefly for close-ok, then drop the connection.
@@ -273,7 +304,20 @@ pub async fn handle(
     drop(conn);
     drop(shared);
     let _ = pipeline.await;
+    // Whatever still holds the connection (a pump mid-dispatch) cannot keep it open.
+    stop_writer.cancel();
     let _ = writer.await;
+    // Read until the peer closes (briefly): closing with unread input would reset the
+    // connection and could destroy the close frames just written.
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = rd.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 fn send_connection_close(shared: &ConnShared, e: &AmqpError, class_id: u16, method_id: u16) {
@@ -427,6 +471,7 @@ async fn run_writer(
     mut rx: mpsc::UnboundedReceiver<Bytes>,
     shared: Arc<ConnShared>,
     heartbeat: Arc<AtomicU32>,
+    stop: CancellationToken,
 ) {
     let mut wr = tokio::io::BufWriter::with_capacity(64 * 1024, wr);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -436,7 +481,17 @@ async fn run_writer(
     drop(shared);
     loop {
         let item = tokio::select! {
+            biased;
             m = rx.recv() => m,
+            _ = stop.cancelled() => {
+                while let Ok(more) = rx.try_recv() {
+                    if wr.write_all(&more).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = wr.flush().await;
+                break;
+            }
             _ = tick.tick() => {
                 let hb = heartbeat.load(Ordering::Relaxed);
                 idle_ticks += 1;

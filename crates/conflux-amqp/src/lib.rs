@@ -97,5 +97,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let server = Server::open(broker, config);
-    serve(listener, server, shutdown).await;
+    serve(listener, server.clone(), shutdown).await;
+    // Connections are closed (their unacked deliveries requeued): write the final ack state.
+    let _ = tokio::task::spawn_blocking(move || server.checkpoint_all()).await;
 }

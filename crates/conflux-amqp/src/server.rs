@@ -572,6 +572,11 @@ impl Server {
             Some(t) => t,
             None => {
                 let mut configs = BTreeMap::new();
+                // A message is one record: allow the largest AMQP body plus its headers.
+                configs.insert(
+                    "max.message.bytes".to_string(),
+                    (self.config.body_size_max.min(1 << 30) + (1 << 20)).to_string(),
+                );
                 if def.args.queue_type != QueueType::Stream {
                     // Acked segments are reclaimed: retention deletes closed segments below
                     // the ack floor.
@@ -1183,6 +1188,19 @@ impl Server {
         self.dead_letter(queue, vec![d]);
     }
 
+    /// Writes every queue's pending subscription checkpoint now (at shutdown). Blocking.
+    pub fn checkpoint_all(&self) {
+        let queues: Vec<Arc<Queue>> = self.vhost.lock().queues.values().cloned().collect();
+        for q in queues {
+            let cp = q.inner.lock().sub.checkpoint();
+            if let Some((path, bytes)) = cp {
+                if let Err(e) = subscription::write_state(&path, &bytes) {
+                    tracing::warn!(queue = %q.def.name, error = %e, "final checkpoint failed");
+                }
+            }
+        }
+    }
+
     /// Statistics of every queue (for `/metrics`, the admin API and management tools).
     pub fn snapshot(&self) -> Vec<QueueStats> {
         let queues: Vec<Arc<Queue>> = self.vhost.lock().queues.values().cloned().collect();
@@ -1370,6 +1388,9 @@ async fn run_pump(server: Arc<Server>, queue: Arc<Queue>) {
             let mut inner = queue.inner.lock();
             inner.sub.tick(now);
             dispatch(&queue, &mut inner, now);
+            tracing::debug!(queue = %queue.def.name, ready = inner.sub.ready_len(),
+                unacked = inner.sub.unacked_len(), cursor = inner.sub.cursor(),
+                consumers = inner.consumers.len(), "pump pass");
             let dead = inner.sub.take_dead_letters();
             let checkpoint = if inner.last_checkpoint.elapsed() >= Duration::from_millis(100) {
                 inner.last_checkpoint = std::time::Instant::now();
@@ -1541,16 +1562,38 @@ async fn store_round(server: &Arc<Server>, items: Vec<PipelineItem>) {
     let mut failed: HashSet<usize> = HashSet::new();
     let mut appends = Vec::new();
     for (_, (q, idxs)) in per_queue {
+        // Several batches, each well under the topic's max.message.bytes, in one append.
+        const BATCH_TARGET_BYTES: usize = 512 * 1024;
+        let mut builders = Vec::new();
         let mut b = BatchBuilder::new(jobs[idxs[0]].map_or(0, |j| j.timestamp));
+        let mut size = 0usize;
         for &i in &idxs {
             if let Some(j) = jobs[i] {
+                let rec = j.body.len()
+                    + j.headers
+                        .iter()
+                        .map(|h| h.key.len() + h.value.as_ref().map_or(0, |v| v.len()) + 4)
+                        .sum::<usize>()
+                    + 16;
+                if !b.is_empty() && size + rec > BATCH_TARGET_BYTES {
+                    builders.push(std::mem::replace(&mut b, BatchBuilder::new(j.timestamp)));
+                    size = 0;
+                }
                 b.append(j.timestamp, None, Some(j.body.clone()), j.headers.clone());
+                size += rec;
             }
         }
+        builders.push(b);
         let topic = q.topic.clone();
         let handle = tokio::spawn(async move {
-            let batch = b.build().map_err(|e| e.to_string())?;
-            topic.append(0, batch).await.map_err(|e| e.to_string())
+            let mut all = BytesMut::new();
+            for b in builders {
+                all.extend_from_slice(&b.build().map_err(|e| e.to_string())?);
+            }
+            topic
+                .append(0, all.freeze())
+                .await
+                .map_err(|e| e.to_string())
         });
         appends.push((q, idxs, handle));
     }

@@ -601,7 +601,7 @@ impl Subscription {
                 continue;
             }
             e.deliveries += 1;
-            self.dirty |= e.deliveries > 1;
+            self.dirty = true;
             let d = Delivery {
                 message: e.msg.clone(),
                 delivery_count: e.deliveries,
