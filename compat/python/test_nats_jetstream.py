@@ -171,3 +171,48 @@ def test_kafka_consumer_reads_jetstream_subject(conflux):
     headers = dict(msgs[0].headers())
     assert headers["nats.subject"] == f"{subj}.orders".encode()
     assert headers["Trace"] == b"t0"
+
+
+def test_pull_request_status_messages(conflux):
+    """no_wait → 404, expires → 408 (after idle heartbeats → 100), too many waiting → 409."""
+
+    async def main():
+        nc, js = await connect(conflux)
+        stream, subj = names()
+        await js.add_stream(name=stream, subjects=[subj])
+        await js.add_consumer(stream, ConsumerConfig(durable_name="st"))
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(f"{inbox}.*")
+        nxt = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.st"
+
+        async def status(msg):
+            return msg.headers and msg.headers.get("Status")
+
+        await nc.publish(nxt, b'{"batch":1,"no_wait":true}', reply=f"{inbox}.a")
+        m = await sub.next_msg(timeout=T)
+        assert m.subject == f"{inbox}.a" and await status(m) == "404"
+
+        await nc.publish(
+            nxt, b'{"batch":1,"expires":600000000,"idle_heartbeat":200000000}', reply=f"{inbox}.b"
+        )
+        seen = []
+        while True:
+            m = await sub.next_msg(timeout=T)
+            seen.append(await status(m))
+            if seen[-1] != "100":
+                break
+        assert seen[-1] == "408" and "100" in seen
+
+        for i in range(512):
+            await nc.publish(nxt, b'{"batch":1,"expires":5000000000}', reply=f"{inbox}.w")
+        await nc.publish(nxt, b'{"batch":1,"expires":5000000000}', reply=f"{inbox}.x")
+        m = await sub.next_msg(timeout=T)
+        assert m.subject == f"{inbox}.x" and await status(m) == "409"
+
+        # A message published now goes to the oldest waiting request.
+        await js.publish(subj, b"hello")
+        m = await sub.next_msg(timeout=T)
+        assert m.subject == subj and m.data == b"hello" and m.reply.startswith("$JS.ACK.")
+        await nc.close()
+
+    run(main())

@@ -42,6 +42,8 @@ const PUBLISH_QUEUE_BYTES: usize = 64 * 1024 * 1024;
 /// Acks waiting for a consumer's task before new ones are dropped (the message is then
 /// redelivered after ack wait, as for a lost ack).
 const ACKS_MAX: usize = 100_000;
+/// Shortest idle heartbeat honoured, so a pull request cannot make the server spin.
+const MIN_HEARTBEAT_MS: i64 = 50;
 const DEDUP_MAX: usize = 1_000_000;
 
 fn now_ms() -> i64 {
@@ -1036,7 +1038,7 @@ impl JetStream {
         let heartbeat_ms = req["idle_heartbeat"]
             .as_i64()
             .filter(|n| *n > 0)
-            .map(|ns| (ns / 1_000_000).max(1));
+            .map(|ns| (ns / 1_000_000).max(MIN_HEARTBEAT_MS));
         let no_wait = req["no_wait"].as_bool().unwrap_or(false);
         let mut st = c.state.lock();
         if st.waiting.len() >= MAX_WAITING {
