@@ -663,6 +663,44 @@ impl Subscription {
         true
     }
 
+    /// Negatively acknowledges a delivered message and requeues it after `delay_ms` instead of
+    /// the configured backoff (JetStream `-NAK {"delay": ...}`); the delivery limit still
+    /// applies. Returns false when it is not in flight.
+    pub fn nack_with_delay(&mut self, offset: i64, delay_ms: u64, now_ms: i64) -> bool {
+        let Some(f) = self.inflight.remove(&offset) else {
+            return false;
+        };
+        let mut e = f.entry;
+        e.first_failure.get_or_insert(now_ms);
+        e.last_failure = Some(now_ms);
+        if self.config.delivery_limit.is_some_and(|l| e.deliveries > l) {
+            self.remove_counted(&e);
+            self.settle(e, Some(DeadReason::DeliveryLimit), now_ms);
+            return true;
+        }
+        self.dirty = true;
+        if delay_ms > 0 {
+            let at = now_ms.saturating_add(i64::try_from(delay_ms).unwrap_or(i64::MAX));
+            self.delayed.insert((at, e.msg.offset), e);
+        } else {
+            self.push_ready(e);
+        }
+        true
+    }
+
+    /// Restarts the lease of a delivered message (JetStream `+WPI`, SQS
+    /// ChangeMessageVisibility). Returns false when it is not in flight.
+    pub fn extend_lease(&mut self, offset: i64, now_ms: i64) -> bool {
+        let lease = self.config.lease_ms;
+        match self.inflight.get_mut(&offset) {
+            Some(f) => {
+                f.lease_deadline = lease.map(|l| now_ms.saturating_add(l));
+                true
+            }
+            None => false,
+        }
+    }
+
     /// `min(base * 2^(deliveries-1), max)`.
     pub fn backoff_ms(&self, deliveries: u32) -> u64 {
         if self.config.backoff_base_ms == 0 {
@@ -1015,6 +1053,35 @@ mod tests {
         assert_eq!(s.next_wakeup(), Some(1500));
         s.tick(1500);
         assert_eq!(s.next(1, 1500).unwrap().message.offset, 0);
+    }
+
+    #[test]
+    fn nack_with_delay_and_lease_extension() {
+        let mut s = sub(SubscriptionConfig {
+            lease_ms: Some(100),
+            delivery_limit: Some(1),
+            ..Default::default()
+        });
+        s.offer(msg(0, 0, &[]), 0);
+        s.offer(msg(1, 0, &[]), 0);
+        s.next(1, 0).unwrap();
+        assert!(s.nack_with_delay(0, 500, 10));
+        // Offset 0 waits 500 ms; offset 1 goes first.
+        assert_eq!(s.next(1, 10).unwrap().message.offset, 1);
+        assert!(s.next(1, 400).is_none());
+        // Extending offset 1's lease at 90 keeps it in flight past its first deadline.
+        assert!(s.extend_lease(1, 90));
+        s.tick(150);
+        assert_eq!(s.unacked_len(), 1);
+        s.tick(510);
+        let d = s.next(1, 510).unwrap();
+        assert_eq!((d.message.offset, d.delivery_count), (0, 2));
+        // Past the delivery limit a delayed nack settles instead of requeueing.
+        assert!(s.nack_with_delay(0, 0, 520));
+        assert!(!s.extend_lease(0, 520));
+        assert_eq!(s.next(1, 520).unwrap().message.offset, 1);
+        assert!(s.next(1, 520).is_none());
+        assert_eq!(s.ack_floor(), 1);
     }
 
     #[test]

@@ -240,11 +240,36 @@ impl Default for AmqpConfig {
         }
     }
 }
-listener_section!(
-    /// `[nats]`: the NATS client protocol.
-    NatsConfig,
-    "0.0.0.0:4222"
-);
+/// `[nats]`: the NATS client protocol (core pub/sub and JetStream).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    /// Largest message payload (headers included) a client may publish.
+    pub max_payload_bytes: u64,
+    /// Outbound bytes queued for one connection before it is closed as a slow consumer.
+    pub max_pending_bytes: u64,
+    /// When set (with `password`), clients must CONNECT with this user.
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// When set, clients may authenticate with this token.
+    pub token: Option<String>,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            enabled: true,
+            listen: addr("0.0.0.0:4222"),
+            max_payload_bytes: MIB,
+            max_pending_bytes: 64 * MIB,
+            user: None,
+            password: None,
+            token: None,
+        }
+    }
+}
 /// `[aws]`: the SQS/SNS endpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -358,6 +383,11 @@ const KEYS: &[(&str, Kind)] = &[
     ("amqp.redelivery_backoff_max_ms", Kind::Int),
     ("nats.enabled", Kind::Bool),
     ("nats.listen", Kind::Str),
+    ("nats.max_payload_bytes", Kind::Int),
+    ("nats.max_pending_bytes", Kind::Int),
+    ("nats.user", Kind::Str),
+    ("nats.password", Kind::Str),
+    ("nats.token", Kind::Str),
     ("aws.enabled", Kind::Bool),
     ("aws.listen", Kind::Str),
     ("aws.account_id", Kind::Str),
@@ -484,6 +514,24 @@ impl Config {
         }
         if s.shutdown_timeout_ms == 0 {
             return Err(invalid("server.shutdown_timeout_ms", 0, "must be > 0"));
+        }
+        let n = &self.nats;
+        if n.max_payload_bytes == 0 || n.max_payload_bytes > 64 * MIB {
+            return Err(invalid(
+                "nats.max_payload_bytes",
+                n.max_payload_bytes,
+                "must be between 1 and 67108864 (64 MiB)",
+            ));
+        }
+        if n.max_pending_bytes < n.max_payload_bytes {
+            return Err(invalid(
+                "nats.max_pending_bytes",
+                n.max_pending_bytes,
+                "must be at least nats.max_payload_bytes",
+            ));
+        }
+        if n.password.is_some() && n.user.is_none() {
+            return Err(invalid("nats.password", "(set)", "needs nats.user"));
         }
         let k = &self.kafka;
         let positive: [(&'static str, u64); 4] = [

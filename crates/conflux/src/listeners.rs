@@ -73,6 +73,7 @@ pub fn services(ctx: &ServeContext) -> Vec<Service> {
     let registry_broker = ctx.broker.clone();
     let amqp_ctx = ctx.clone();
     let aws_ctx = ctx.clone();
+    let nats_ctx = ctx.clone();
     vec![
         Service::new("kafka", move |listener, shutdown| async move {
             let config = kafka_listener_config(&kafka_ctx.config, &listener)?;
@@ -87,6 +88,12 @@ pub fn services(ctx: &ServeContext) -> Vec<Service> {
         Service::new("amqp", move |listener, shutdown| async move {
             let config = amqp_listener_config(&amqp_ctx.config);
             conflux_amqp::run(listener, amqp_ctx.broker.clone(), config, shutdown).await;
+            Ok(())
+        }),
+        Service::new("nats", move |listener, shutdown| async move {
+            let shared = conflux_nats::Shared::new(nats_config(&nats_ctx.config));
+            conflux_nats::start_jetstream(&shared, nats_ctx.broker.clone(), &shutdown)?;
+            conflux_nats::serve(listener, shared, shutdown).await;
             Ok(())
         }),
         Service::new("aws", move |listener, shutdown| async move {
@@ -115,6 +122,19 @@ pub fn services(ctx: &ServeContext) -> Vec<Service> {
             Ok(())
         }),
     ]
+}
+
+/// The NATS listener's settings.
+fn nats_config(config: &Config) -> conflux_nats::NatsConfig {
+    let n = &config.nats;
+    conflux_nats::NatsConfig {
+        max_payload: usize::try_from(n.max_payload_bytes).unwrap_or(usize::MAX),
+        max_pending: usize::try_from(n.max_pending_bytes).unwrap_or(usize::MAX),
+        user: n.user.clone(),
+        password: n.password.clone(),
+        token: n.token.clone(),
+        ..conflux_nats::NatsConfig::default()
+    }
 }
 
 /// The Kafka listener's settings; the advertised address defaults to the bound one, so a

@@ -212,6 +212,9 @@ fn struct_keys() -> Vec<String> {
     let mut config = Config::default();
     config.kafka.advertised_host = Some("h".to_owned());
     config.kafka.advertised_port = Some(1);
+    config.nats.user = Some("u".to_owned());
+    config.nats.password = Some("p".to_owned());
+    config.nats.token = Some("t".to_owned());
     let mut out = Vec::new();
     walk("", &toml::Value::try_from(&config).unwrap(), &mut out);
     out.sort();
