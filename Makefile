@@ -12,7 +12,7 @@ COMPAT_TIMEOUT_S ?= 1200
 PYTEST_TEST_TIMEOUT_S ?= 120
 
 .PHONY: test test-rust test-compat test-python test-node compat-deps lint build
-test: lint test-rust test-compat
+test: lint test-rust test-compat fuzz-smoke
 
 build:
 	$(CARGO) build --release -j$(JOBS)
@@ -78,4 +78,4 @@ promtool:
 # Short libFuzzer run of every fuzz/ target (FUZZ_SECONDS each, default 20); see the script.
 .PHONY: fuzz-smoke
 fuzz-smoke:
-	scripts/fuzz-smoke.sh
+	FUZZ_SECONDS=$${FUZZ_SECONDS:-10} scripts/fuzz-smoke.sh
