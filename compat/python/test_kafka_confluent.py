@@ -141,6 +141,50 @@ def test_message_larger_than_max_message_bytes_is_refused(conflux):
     assert errors[0].code() == KafkaError.MSG_SIZE_TOO_LARGE, errors[0]
 
 
+def test_compacted_topic_refuses_records_without_a_key(conflux):
+    """As in Kafka (and librdkafka's 0011_produce_batch): a keyless record in a compacted topic
+    fails with INVALID_RECORD, and keyed records in the same batch with
+    _INVALID_DIFFERENT_RECORD; a batch of keyed records is appended."""
+    topic = create_topic(conflux.kafka, unique("compact"), config={"cleanup.policy": "compact"})
+    p = Producer({"bootstrap.servers": conflux.kafka, "linger.ms": 100,
+                  "message.send.max.retries": 0})
+    results = {}
+    for i in range(4):
+        key = None if i == 1 else f"k{i}".encode()
+        p.produce(topic, f"v{i}".encode(), key=key, partition=0,
+                  on_delivery=lambda err, msg, i=i: results.__setitem__(i, err))
+    assert p.flush(OP_TIMEOUT_S) == 0
+    assert results[1] is not None and results[1].code() == KafkaError.INVALID_RECORD, results
+    assert all(results[i] is not None and results[i].code() != KafkaError.NO_ERROR
+               for i in (0, 2, 3)), results
+    p.produce(topic, b"kept", key=b"k", partition=0,
+              on_delivery=lambda err, msg: results.__setitem__("keyed", err))
+    assert p.flush(OP_TIMEOUT_S) == 0
+    assert results["keyed"] is None, results
+    got = consume_assigned(conflux.kafka, topic, 1, 1)
+    assert [(m.key(), m.value()) for m in got] == [(b"k", b"kept")]
+
+
+def test_fetch_response_stays_within_fetch_max_bytes(conflux):
+    """Only the first partition of a fetch may exceed fetch.max.bytes (by one batch), as in
+    librdkafka's 0082_fetch_max_bytes: with ~900 KB records in three partitions and
+    receive.message.max.bytes just above fetch.max.bytes, a response holding two of them
+    would be refused by the client and the consumer would never progress."""
+    topic = create_topic(conflux.kafka, unique("fmb"), partitions=3)
+    p = Producer({"bootstrap.servers": conflux.kafka, "linger.ms": 0})
+    for part in range(3):
+        for i in range(2):
+            p.produce(topic, bytes([65 + i]) * (900 * 1024), key=f"{part}-{i}".encode(),
+                      partition=part)
+    assert p.flush(OP_TIMEOUT_S) == 0
+    got = consume_assigned(conflux.kafka, topic, 3, 6, timeout_s=30,
+                           **{"fetch.max.bytes": 1_000_000,
+                              "receive.message.max.bytes": 1_000_512,
+                              "max.partition.fetch.bytes": 20_000_000})
+    assert sorted(m.key() for m in got) == sorted(
+        f"{part}-{i}".encode() for part in range(3) for i in range(2))
+
+
 def test_topic_compression_type_recompresses(conflux):
     topic = create_topic(conflux.kafka, unique("recomp"), config={"compression.type": "gzip"})
     produce(conflux.kafka, topic, [{"key": b"k", "value": b"v" * 1000, "headers": [("a", b"b")]}],
@@ -207,6 +251,24 @@ def test_create_topic_errors(conflux, make, code):
     assert err.code() == code, err
     if topic.topic != existing:
         assert topic.topic not in a.list_topics(timeout=OP_TIMEOUT_S).topics
+
+
+def test_create_topic_with_replica_assignment(conflux):
+    """A manual assignment (sent with num_partitions -1) makes one partition per entry, as in Kafka;
+    librdkafka's 0081_admin creates topics this way."""
+    a = admin(conflux.kafka)
+    node = next(iter(a.list_topics(timeout=OP_TIMEOUT_S).brokers))
+    name = unique("assigned")
+    topic = NewTopic(name, 5, replica_assignment=[[node]] * 5)
+    a.create_topics([topic], operation_timeout=OP_TIMEOUT_S)[name].result(timeout=OP_TIMEOUT_S)
+    desc = a.describe_topics(TopicCollection([name]))[name].result(timeout=OP_TIMEOUT_S)
+    assert [p.id for p in desc.partitions] == [0, 1, 2, 3, 4]
+    assert all([r.id for r in p.replicas] == [node] for p in desc.partitions)
+    other = unique("assigned-elsewhere")
+    topic = NewTopic(other, 2, replica_assignment=[[node], [node + 1]])
+    err = admin_error(a.create_topics([topic], operation_timeout=OP_TIMEOUT_S)[other])
+    assert err.code() == KafkaError.INVALID_REPLICA_ASSIGNMENT, err
+    assert other not in a.list_topics(timeout=OP_TIMEOUT_S).topics
 
 
 def test_create_topics_validate_only_creates_nothing(conflux):

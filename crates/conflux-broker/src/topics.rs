@@ -200,9 +200,16 @@ impl Topic {
         let partition = self.partition(index).ok_or_else(|| {
             BrokerError::UnknownTopicOrPartition(format!("{}-{index}", self.name))
         })?;
-        let (limit_bytes, compression_type) = {
+        let (limit_bytes, compression_type, compacted) = {
             let config = self.config.read();
-            (config.max_message_bytes(), config.compression_type())
+            let compacted = config
+                .get("cleanup.policy")
+                .is_some_and(|(policy, _)| policy.contains("compact"));
+            (
+                config.max_message_bytes(),
+                config.compression_type(),
+                compacted,
+            )
         };
         let target = match compression_type.as_str() {
             "producer" => None,
@@ -222,12 +229,18 @@ impl Topic {
         let heavy = target.is_some()
             || records.len() > INLINE_CHECK_SIZE_BYTES_MAX
             || headers.iter().any(|h| h.compression() != 0);
+        let check = move |records: Bytes| {
+            if compacted {
+                refuse_keyless_records(&records, limit_bytes)?;
+            }
+            check_records(records, limit_bytes, target)
+        };
         let records = if heavy {
-            tokio::task::spawn_blocking(move || check_records(records, limit_bytes, target))
+            tokio::task::spawn_blocking(move || check(records))
                 .await
                 .map_err(|e| BrokerError::Storage(format!("record validation failed: {e}")))??
         } else {
-            check_records(records, limit_bytes, target)?
+            check(records)?
         };
         self.check_with_validator(&records)?;
         let now = crate::now_ms();
@@ -515,6 +528,43 @@ pub fn check_records(
     Ok(rewritten.map_or(records, BytesMut::freeze))
 }
 
+/// A compacted topic keeps the latest record per key, so, as in Kafka, it refuses records
+/// without a key: the first batch holding any fails with INVALID_RECORD, naming each keyless
+/// record by its index in the batch. Undecodable records are left to [`check_records`].
+pub fn refuse_keyless_records(records: &Bytes, limit_bytes: usize) -> Result<()> {
+    let mut rest = records.clone();
+    while let Ok(Some((header, batch))) = conflux_wire::batch::split_batch(&mut rest) {
+        if header.is_control() {
+            continue;
+        }
+        let Ok((_, iter)) = record_iter(&batch, limit_bytes.saturating_mul(2)) else {
+            return Ok(());
+        };
+        let mut record_errors = Vec::new();
+        for (i, record) in iter.enumerate() {
+            match record {
+                Ok(r) if r.key.is_none() => record_errors.push((
+                    i32::try_from(i).unwrap_or(i32::MAX),
+                    "compacted topic cannot accept a record without a key".to_string(),
+                )),
+                Ok(_) => {}
+                Err(_) => return Ok(()),
+            }
+        }
+        if let Some((first, _)) = record_errors.first() {
+            return Err(BrokerError::RecordsRejected {
+                message: format!(
+                    "{} record(s) without a key, the first at index {first}: a compacted topic \
+                     needs a key on every record",
+                    record_errors.len()
+                ),
+                record_errors,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Builds the in-memory topic from its metadata, opening (or creating) each partition log.
 pub(crate) fn open_topic(
     logs_dir: &Path,
@@ -662,6 +712,31 @@ mod tests {
             matches!(&err, BrokerError::CorruptMessage(m) if m.contains("2097152")),
             "{err}"
         );
+    }
+
+    #[test]
+    fn keyless_records_are_refused_by_index() {
+        let mut b = BatchBuilder::new(0);
+        for (i, key) in [Some("k0"), None, Some("k2"), None].into_iter().enumerate() {
+            b.push(Record {
+                offset_delta: i as i32,
+                key: key.map(|k| Bytes::from_static(k.as_bytes())),
+                value: Some(Bytes::from_static(b"v")),
+                ..Default::default()
+            });
+        }
+        let err = refuse_keyless_records(&b.build().unwrap(), 1 << 20).unwrap_err();
+        let BrokerError::RecordsRejected { record_errors, .. } = err else {
+            panic!("expected RecordsRejected, got {err}");
+        };
+        let indexes: Vec<i32> = record_errors.iter().map(|(i, _)| *i).collect();
+        assert_eq!(indexes, [1, 3]);
+        let mut keyed = BatchBuilder::new(0);
+        keyed.push(Record {
+            key: Some(Bytes::from_static(b"k")),
+            ..Default::default()
+        });
+        assert!(refuse_keyless_records(&keyed.build().unwrap(), 1 << 20).is_ok());
     }
 
     #[test]

@@ -49,6 +49,42 @@ fn err_parts(e: &BrokerError) -> (i16, Option<String>) {
     (error_code::from_broker(e), Some(e.to_string()))
 }
 
+/// Partitions of a CreateTopics entry with a manual replica assignment, checked as Kafka does:
+/// `num_partitions` and `replication_factor` must then be -1, the partition indexes must be the
+/// sequence 0, 1, 2, … and every partition's only replica must be this broker. `Ok(None)` when
+/// the entry has no assignment.
+fn assigned_partitions(
+    t: &conflux_wire::generated::create_topics_request::CreatableTopic,
+    node_id: i32,
+) -> Result<Option<u32>, (i16, String)> {
+    if t.assignments.is_empty() {
+        return Ok(None);
+    }
+    if t.num_partitions != -1 || t.replication_factor != -1 {
+        return Err((
+            error_code::INVALID_REQUEST,
+            "a manual replica assignment was given, so num_partitions and replication_factor \
+             must be -1"
+                .into(),
+        ));
+    }
+    for (i, a) in t.assignments.iter().enumerate() {
+        if i64::from(a.partition_index) != i as i64 {
+            return Err((
+                error_code::INVALID_REPLICA_ASSIGNMENT,
+                "partitions should be a consecutive 0-based integer sequence".into(),
+            ));
+        }
+        if a.broker_ids != [node_id] {
+            return Err((
+                error_code::INVALID_REPLICA_ASSIGNMENT,
+                format!("replica assignments may only name this broker ({node_id})"),
+            ));
+        }
+    }
+    Ok(Some(t.assignments.len() as u32))
+}
+
 pub async fn create_topics(
     ctx: &Arc<KafkaContext>,
     req: CreateTopicsRequest,
@@ -67,9 +103,24 @@ pub async fn create_topics(
                             configs.insert(c.name.clone(), v.clone());
                         }
                     }
+                    let assigned = match assigned_partitions(&t, broker.node_id()) {
+                        Ok(assigned) => assigned,
+                        Err((code, message)) => {
+                            return CreatableTopicResult {
+                                name: t.name,
+                                error_code: code,
+                                error_message: Some(message),
+                                num_partitions: -1,
+                                replication_factor: -1,
+                                configs: None,
+                                ..Default::default()
+                            }
+                        }
+                    };
                     let new = NewTopic {
                         name: t.name.clone(),
-                        partitions: (t.num_partitions > 0).then_some(t.num_partitions as u32),
+                        partitions: assigned
+                            .or((t.num_partitions > 0).then_some(t.num_partitions as u32)),
                         replication_factor: Some(t.replication_factor),
                         configs,
                     };
@@ -79,14 +130,6 @@ pub async fn create_topics(
                             "number of partitions must be larger than 0, got {}",
                             t.num_partitions
                         )))
-                    } else if !t.assignments.is_empty()
-                        && t.assignments
-                            .iter()
-                            .any(|a| a.broker_ids != [broker.node_id()])
-                    {
-                        Err(BrokerError::InvalidReplicationFactor(
-                            "replica assignments may only name this broker".into(),
-                        ))
                     } else if validate_only {
                         broker.validate_new_topic(&new).map(|_| None)
                     } else {

@@ -182,12 +182,15 @@ async fn read_all(
         for (topic, req_topic, parts) in plan {
             let mut partitions = Vec::with_capacity(parts.len());
             for (index, offset, partition_max, _) in parts {
+                // Only while nothing has been read may a batch exceed the limits (KIP-74).
+                let may_exceed = budget == max_bytes;
                 partitions.push(read_partition(
                     topic.as_deref(),
                     index,
                     offset,
                     partition_max,
                     &mut budget,
+                    may_exceed,
                     read_committed,
                 ));
             }
@@ -213,6 +216,7 @@ fn read_partition(
     offset: i64,
     partition_max: usize,
     budget: &mut usize,
+    may_exceed: bool,
     read_committed: bool,
 ) -> PartitionData {
     let error = |code: i16| PartitionData {
@@ -249,9 +253,13 @@ fn read_partition(
     if offset == high_watermark || *budget == 0 {
         return data;
     }
-    // The first non-empty partition may exceed the budget by one batch; later ones may not.
+    // The first non-empty partition may exceed the budget by one batch; later ones may not:
+    // the log returns at least one whole batch, so a later partition whose next batch does not
+    // fit answers with no records (the client fetches it next time, first in line), keeping
+    // the response within the client's fetch.max.bytes / receive.message.max.bytes.
     let limit = partition_max.min(*budget).max(1);
     match partition.read(offset, limit, read_committed) {
+        Ok((read, _)) if !may_exceed && read.records.len() > limit => data,
         Ok((read, aborted)) => {
             conflux_broker::metrics::note_read(topic, &read.records);
             *budget = budget.saturating_sub(read.records.len());
