@@ -116,6 +116,10 @@ pub struct KafkaConfig {
     pub auto_create_topics: bool,
     /// Partition count of auto-created topics and of CreateTopics with `-1` partitions.
     pub num_partitions: u32,
+    /// How long an empty group's first rebalance waits for more members to join, so that
+    /// consumers starting together land in one generation (Kafka's
+    /// `group.initial.rebalance.delay.ms`; Kafka defaults to 3000).
+    pub group_initial_rebalance_delay_ms: u64,
     pub topic_defaults: TopicDefaults,
 }
 
@@ -130,6 +134,7 @@ impl Default for KafkaConfig {
             connections_max: 10_000,
             auto_create_topics: true,
             num_partitions: 1,
+            group_initial_rebalance_delay_ms: 0,
             topic_defaults: TopicDefaults::default(),
         }
     }
@@ -366,6 +371,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("kafka.connections_max", Kind::Int),
     ("kafka.auto_create_topics", Kind::Bool),
     ("kafka.num_partitions", Kind::Int),
+    ("kafka.group_initial_rebalance_delay_ms", Kind::Int),
     ("kafka.topic_defaults.message_size_bytes_max", Kind::Int),
     ("kafka.topic_defaults.retention_ms", Kind::Int),
     ("kafka.topic_defaults.segment_size_bytes", Kind::Int),
@@ -555,6 +561,13 @@ impl Config {
                 "must fit a Kafka frame length (<= 2147483647)",
             ));
         }
+        if k.group_initial_rebalance_delay_ms > 300_000 {
+            return Err(invalid(
+                "kafka.group_initial_rebalance_delay_ms",
+                k.group_initial_rebalance_delay_ms,
+                "must be at most 300000 (5 minutes)",
+            ));
+        }
         if k.num_partitions > i32::MAX as u32 {
             return Err(invalid(
                 "kafka.num_partitions",
@@ -660,6 +673,7 @@ impl Config {
         c.node_id = self.server.node_id;
         c.auto_create_topics = self.kafka.auto_create_topics;
         c.num_partitions = self.kafka.num_partitions;
+        c.group_initial_rebalance_delay_ms = self.kafka.group_initial_rebalance_delay_ms;
         c.topic_defaults = topic_defaults;
         c
     }
