@@ -53,6 +53,8 @@ struct Channel {
     /// We sent channel.close and wait for close-ok; everything else is ignored.
     closing: bool,
     reply_token: Option<String>,
+    /// Counts this channel in the open-channels gauge (none for cleanup views).
+    _live: Option<crate::server::LiveGuard>,
 }
 
 struct Conn {
@@ -956,6 +958,7 @@ impl Conn {
                         pending: None,
                         closing: false,
                         reply_token: None,
+                        _live: Some(crate::server::LiveGuard::channel(&self.server.live)),
                     },
                 );
                 self.send(
@@ -1567,6 +1570,7 @@ fn return_view(
         pending: None,
         closing: true,
         reply_token: None,
+        _live: None,
     }
 }
 

@@ -10,6 +10,7 @@ mod client;
 mod config;
 mod listeners;
 mod logging;
+mod ops;
 mod records_cmd;
 mod serve;
 mod table;

@@ -1,0 +1,199 @@
+"""`/metrics` for the queueing front ends: AMQP queues (pika), SQS queues and SNS topics
+(boto3), NATS core and JetStream (nats-py). Each figure is checked against what the client did
+and, where the protocol reports it, against the protocol's own answer; the whole scrape still
+passes `promtool check metrics`."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import time
+import uuid
+
+import nats
+import pika
+import pytest
+
+import sqs_helpers
+from nats_helpers import url as nats_url
+from test_ops_metrics import samples, scrape
+
+pytestmark = pytest.mark.timeout(90)
+
+SETTLE_S = 10
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def wait_for(conflux, expected: dict[tuple[str, frozenset], float]) -> dict:
+    """Scrapes until every expected sample has its value (stores are asynchronous)."""
+    deadline = time.monotonic() + SETTLE_S
+    while True:
+        found = samples(scrape(conflux))
+        got = {key: found.get(key) for key in expected}
+        if got == expected or time.monotonic() > deadline:
+            assert got == expected, f"metrics {got} != expected {expected}"
+            return found
+        time.sleep(0.1)
+
+
+def key(name: str, **labels) -> tuple[str, frozenset]:
+    return (name, frozenset(labels.items()))
+
+
+def amqp_connect(conflux) -> pika.BlockingConnection:
+    host, port = conflux.amqp.rsplit(":", 1)
+    return pika.BlockingConnection(pika.ConnectionParameters(
+        host=host, port=int(port), credentials=pika.PlainCredentials("guest", "guest"),
+        socket_timeout=10, blocked_connection_timeout=10))
+
+
+def test_amqp_queue_gauges_follow_publish_get_and_ack(conflux):
+    queue, dlq, dlx = unique("opsq"), unique("opsq-dlq"), unique("opsq-dlx")
+    conn = amqp_connect(conflux)
+    try:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        ch.exchange_declare(dlx, "fanout")
+        ch.queue_declare(dlq)
+        ch.queue_bind(dlq, dlx)
+        ch.queue_declare(queue, arguments={"x-dead-letter-exchange": dlx})
+        published, taken = 10, 4
+        for i in range(published):
+            ch.basic_publish("", queue, f"m{i}".encode())
+        tags = []
+        for _ in range(taken):
+            method, _props, _body = ch.basic_get(queue)
+            assert method is not None
+            tags.append(method.delivery_tag)
+        ch.basic_ack(tags[0])
+        ch.basic_ack(tags[1])
+        ch.basic_reject(tags[2], requeue=False)  # dead-lettered to the DLQ; tags[3] unacked
+        found = wait_for(conflux, {
+            key("conflux_amqp_queue_messages_ready", queue=queue): published - taken,
+            key("conflux_amqp_queue_messages_unacked", queue=queue): 1,
+            key("conflux_amqp_queue_consumers", queue=queue): 0,
+            key("conflux_amqp_queue_messages_dead_lettered_total", queue=queue): 1,
+            key("conflux_amqp_dead_letter_queue_messages", queue=dlq): 1,
+        })
+        # The queue's own answer agrees (passive declare reports the ready count).
+        assert ch.queue_declare(queue, passive=True).method.message_count == published - taken
+        assert key("conflux_amqp_dead_letter_queue_messages", queue=queue) not in found
+        assert found[key("conflux_amqp_connections")] >= 1
+        assert found[key("conflux_amqp_channels")] >= 1
+        assert found[key("conflux_amqp_bindings")] >= 1
+        assert found[key("conflux_amqp_exchanges")] >= 7  # the 6 predeclared and ours
+
+        ch.basic_consume(queue, lambda *a: None)
+        wait_for(conflux, {key("conflux_amqp_queue_consumers", queue=queue): 1})
+    finally:
+        conn.close()
+    # Closing returns the unacked message and drops the consumer and the connection.
+    wait_for(conflux, {
+        key("conflux_amqp_queue_consumers", queue=queue): 0,
+        key("conflux_amqp_queue_messages_unacked", queue=queue): 0,
+    })
+
+
+def test_sqs_and_sns_gauges_match_the_queue_attributes(conflux):
+    sqs = sqs_helpers.client(conflux)
+    sns = sqs_helpers.client(conflux, "sns")
+    name = unique("ops-sqs")
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    for i in range(6):
+        sqs.send_message(QueueUrl=url, MessageBody=f"b{i}")
+    sqs.send_message(QueueUrl=url, MessageBody="later", DelaySeconds=60)
+    got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=2, VisibilityTimeout=60)
+    assert len(got["Messages"]) == 2
+    wait_for(conflux, {
+        key("conflux_sqs_queue_messages_visible", queue=name): 4,
+        key("conflux_sqs_queue_messages_not_visible", queue=name): 2,
+        key("conflux_sqs_queue_messages_delayed", queue=name): 1,
+    })
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert (attrs["ApproximateNumberOfMessages"], attrs["ApproximateNumberOfMessagesNotVisible"],
+            attrs["ApproximateNumberOfMessagesDelayed"]) == ("4", "2", "1")
+
+    topic = unique("ops-sns")
+    arn = sns.create_topic(Name=topic)["TopicArn"]
+    sink = unique("ops-sink")
+    sink_url = sqs.create_queue(QueueName=sink)["QueueUrl"]
+    sink_arn = sqs_helpers.queue_arn(sqs, sink_url)
+    sns.subscribe(TopicArn=arn, Protocol="sqs", Endpoint=sink_arn)
+    for i in range(3):
+        sns.publish(TopicArn=arn, Message=f"n{i}")
+    wait_for(conflux, {
+        key("conflux_sns_topic_subscriptions", topic=topic): 1,
+        key("conflux_sns_topic_messages_published_total", topic=topic): 3,
+        key("conflux_sqs_queue_messages_visible", queue=sink): 3,
+    })
+
+
+def test_nats_and_jetstream_gauges(conflux):
+    stream, subject = f"S{uuid.uuid4().hex[:8]}", f"ops{uuid.uuid4().hex[:8]}"
+
+    async def main():
+        nc = await nats.connect(nats_url(conflux))
+        try:
+            await nc.subscribe(f"{subject}.core.a")
+            await nc.subscribe(f"{subject}.core.>")
+            await nc.flush()
+            found = samples(scrape(conflux))
+            assert found[key("conflux_nats_connections")] >= 1
+            assert found[key("conflux_nats_subscriptions")] >= 2
+            assert key("conflux_nats_slow_consumers_total") in found
+
+            js = nc.jetstream(timeout=10)
+            await js.add_stream(name=stream, subjects=[f"{subject}.js.>"])
+            for i in range(5):
+                await js.publish(f"{subject}.js.x", f"p{i}".encode())
+            sub = await js.pull_subscribe(f"{subject}.js.>", durable="opsdur")
+            msgs = await sub.fetch(2, timeout=5)
+            await msgs[0].ack()
+            await nc.flush()
+        finally:
+            await nc.close()
+
+    async def consumer_info():
+        nc = await nats.connect(nats_url(conflux))
+        try:
+            return await nc.jetstream(timeout=10).consumer_info(stream, "opsdur")
+        finally:
+            await nc.close()
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+    found = wait_for(conflux, {
+        key("conflux_jetstream_stream_messages", stream=stream): 5,
+        key("conflux_jetstream_consumer_messages_pending", stream=stream, consumer="opsdur"): 3,
+        key("conflux_jetstream_consumer_messages_ack_pending", stream=stream,
+            consumer="opsdur"): 1,
+    })
+    # JetStream's own answer agrees once the ack has been applied.
+    info = asyncio.run(asyncio.wait_for(consumer_info(), 30))
+    assert info.num_pending == 3 and info.num_ack_pending == 1
+    assert found[key("conflux_jetstream_stream_bytes", stream=stream)] > 0
+    assert found[key("conflux_jetstream_consumer_messages_redelivered_total", stream=stream,
+                     consumer="opsdur")] == 0
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool missing: make compat-deps")
+def test_queue_metrics_pass_promtool(conflux):
+    conn = amqp_connect(conflux)
+    try:
+        conn.channel().queue_declare(unique("opsq-prom"))
+    finally:
+        conn.close()
+    sqs = sqs_helpers.client(conflux)
+    sqs.create_queue(QueueName=unique("ops-prom"))
+    text = scrape(conflux)
+    assert "conflux_amqp_queue_messages_ready" in text
+    assert "conflux_sqs_queue_messages_visible" in text
+    assert "conflux_nats_connections" in text
+    result = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode == 0, f"promtool: {result.stdout}{result.stderr}"
+    assert result.stdout.strip() == "" and result.stderr.strip() == "", "promtool lint findings"
+
