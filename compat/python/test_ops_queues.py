@@ -6,6 +6,7 @@ passes `promtool check metrics`."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import subprocess
 import time
@@ -14,8 +15,10 @@ import uuid
 import nats
 import pika
 import pytest
+import requests
 
 import sqs_helpers
+from conflux_server import clean_env
 from nats_helpers import url as nats_url
 from test_ops_metrics import samples, scrape
 
@@ -197,3 +200,129 @@ def test_queue_metrics_pass_promtool(conflux):
     assert result.returncode == 0, f"promtool: {result.stdout}{result.stderr}"
     assert result.stdout.strip() == "" and result.stderr.strip() == "", "promtool lint findings"
 
+
+
+# --- the admin API and the CLI -------------------------------------------------------------
+
+CLI_TIMEOUT_S = 30
+
+
+def cli(conflux_bin, conflux, *args, check=True):
+    result = subprocess.run([str(conflux_bin), "--server", conflux.http_url, *args],
+                            capture_output=True, text=True, timeout=CLI_TIMEOUT_S,
+                            env=clean_env())
+    if check:
+        assert result.returncode == 0, f"{args}: {result.stderr}"
+    return result
+
+
+def cli_json(conflux_bin, conflux, *args):
+    return json.loads(cli(conflux_bin, conflux, "--output", "json", *args).stdout)
+
+
+def table(text: str) -> dict[str, dict[str, str]]:
+    lines = [line.split() for line in text.splitlines() if line.strip()]
+    header = lines[0]
+    return {row[0]: dict(zip(header, row)) for row in lines[1:]}
+
+
+def test_cli_lists_describes_purges_and_deletes_an_amqp_queue(conflux, conflux_bin):
+    queue = unique("cliq")
+    conn = amqp_connect(conflux)
+    try:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        ch.queue_declare(queue, durable=True)
+        for i in range(5):
+            ch.basic_publish("", queue, f"m{i}".encode())
+        method, _p, _b = ch.basic_get(queue)  # one unacked
+        wait_for(conflux, {key("conflux_amqp_queue_messages_ready", queue=queue): 4})
+
+        listed = {q["name"]: q for q in cli_json(conflux_bin, conflux, "queue", "list")["queues"]}
+        assert {"protocol": "amqp", "ready": 4, "unacked": 1, "durable": True}.items() \
+            <= listed[queue].items()
+        row = table(cli(conflux_bin, conflux, "queue", "list").stdout)[queue]
+        assert (row["PROTOCOL"], row["READY"], row["UNACKED"]) == ("amqp", "4", "1")
+        described = cli_json(conflux_bin, conflux, "queue", "describe", queue)
+        assert (described["name"], described["ready"]) == (queue, 4)
+
+        out = cli(conflux_bin, conflux, "queue", "purge", queue).stdout
+        assert f"Purged 4 message(s) from queue {queue}." in out
+        assert ch.queue_declare(queue, passive=True).method.message_count == 0
+        ch.basic_ack(method.delivery_tag)
+
+        assert f"Deleted queue {queue}." in cli(conflux_bin, conflux, "queue", "delete", queue).stdout
+        missing = cli(conflux_bin, conflux, "queue", "describe", queue, check=False)
+        assert missing.returncode != 0 and queue in missing.stderr
+        r = requests.get(f"{conflux.http_url}/api/v1/queues/{queue}", timeout=10)
+        assert r.status_code == 404 and r.json()["error_code"] == "queue_not_found"
+    finally:
+        conn.close()
+    conn = amqp_connect(conflux)
+    try:
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+            conn.channel().queue_declare(queue, passive=True)
+        assert e.value.reply_code == 404
+    finally:
+        conn.close()
+
+
+def test_dlq_list_and_redrive_an_sqs_dead_letter_queue(conflux, conflux_bin):
+    sqs = sqs_helpers.client(conflux)
+    dlq_name, src_name = unique("cli-dlq"), unique("cli-src")
+    dlq = sqs.create_queue(QueueName=dlq_name)["QueueUrl"]
+    src = sqs.create_queue(QueueName=src_name, Attributes={
+        "VisibilityTimeout": "1",
+        "RedrivePolicy": json.dumps({"deadLetterTargetArn": sqs_helpers.queue_arn(sqs, dlq),
+                                     "maxReceiveCount": 1}),
+    })["QueueUrl"]
+    sqs.send_message(QueueUrl=src, MessageBody="poison")
+    assert sqs.receive_message(QueueUrl=src, WaitTimeSeconds=5)["Messages"]
+    # Receive count 1 reached: once visible again it moves to the DLQ instead.
+    assert "Messages" not in sqs.receive_message(QueueUrl=src, WaitTimeSeconds=3)
+    wait_for(conflux, {key("conflux_sqs_queue_messages_visible", queue=dlq_name): 1})
+
+    dlqs = {q["name"]: q for q in cli_json(conflux_bin, conflux, "dlq", "list")["dlqs"]}
+    assert dlqs[dlq_name]["ready"] == 1 and src_name not in dlqs
+    assert table(cli(conflux_bin, conflux, "dlq", "list").stdout)[dlq_name]["READY"] == "1"
+
+    out = cli(conflux_bin, conflux, "dlq", "redrive", dlq_name).stdout
+    assert f"Started moving messages out of {dlq_name}." in out
+    back = sqs.receive_message(QueueUrl=src, WaitTimeSeconds=10)["Messages"]
+    assert [m["Body"] for m in back] == ["poison"]
+    tasks = sqs.list_message_move_tasks(SourceArn=sqs_helpers.queue_arn(sqs, dlq))["Results"]
+    assert tasks and tasks[0]["ApproximateNumberOfMessagesMoved"] == 1
+
+    purge = requests.post(f"{conflux.http_url}/api/v1/queues/{src_name}/purge", timeout=10)
+    assert purge.status_code == 200 and purge.json()["protocol"] == "sqs"
+    again = requests.post(f"{conflux.http_url}/api/v1/queues/{src_name}/purge", timeout=10)
+    assert again.status_code == 403 and again.json()["error_code"] == "purge_in_progress"
+    bad = cli(conflux_bin, conflux, "dlq", "redrive", unique("nope"), check=False)
+    assert bad.returncode != 0 and "no AMQP or SQS queue" in bad.stderr
+
+
+def test_cli_shows_nats_streams_and_consumers(conflux, conflux_bin):
+    stream, subject = f"C{uuid.uuid4().hex[:8]}", f"cli{uuid.uuid4().hex[:8]}"
+
+    async def main():
+        nc = await nats.connect(nats_url(conflux))
+        try:
+            js = nc.jetstream(timeout=10)
+            await js.add_stream(name=stream, subjects=[f"{subject}.>"])
+            for i in range(3):
+                await js.publish(f"{subject}.a", f"p{i}".encode())
+            sub = await js.pull_subscribe(f"{subject}.>", durable="clidur")
+            await sub.fetch(1, timeout=5)
+            status = cli_json(conflux_bin, conflux, "nats", "status")
+            assert status["connections"] >= 1 and status["subscriptions"] >= 1
+        finally:
+            await nc.close()
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+    streams = {s["name"]: s for s in cli_json(conflux_bin, conflux, "nats", "streams")}
+    assert streams[stream]["messages"] == 3 and streams[stream]["bytes"] > 0
+    assert table(cli(conflux_bin, conflux, "nats", "streams").stdout)[stream]["MESSAGES"] == "3"
+    consumers = cli_json(conflux_bin, conflux, "nats", "consumers", "--stream", stream)
+    assert [(c["name"], c["pending"], c["ack_pending"]) for c in consumers] == [("clidur", 2, 1)]
+    row = table(cli(conflux_bin, conflux, "nats", "consumers", "--stream", stream).stdout)[stream]
+    assert (row["CONSUMER"], row["PENDING"], row["ACK_PENDING"]) == ("clidur", "2", "1")
