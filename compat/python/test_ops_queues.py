@@ -326,3 +326,43 @@ def test_cli_shows_nats_streams_and_consumers(conflux, conflux_bin):
     assert [(c["name"], c["pending"], c["ack_pending"]) for c in consumers] == [("clidur", 2, 1)]
     row = table(cli(conflux_bin, conflux, "nats", "consumers", "--stream", stream).stdout)[stream]
     assert (row["CONSUMER"], row["PENDING"], row["ACK_PENDING"]) == ("clidur", "2", "1")
+
+
+def test_rabbitmq_management_subset_reflects_pika_declarations(conflux):
+    queue, exchange = unique("mgmtq"), unique("mgmtx")
+    base = f"{conflux.http_url}/api/v1/rabbitmq/api"
+    conn = amqp_connect(conflux)
+    try:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        ch.exchange_declare(exchange, "topic", durable=True)
+        ch.queue_declare(queue)
+        ch.queue_bind(queue, exchange, routing_key="a.*")
+        for _ in range(3):
+            ch.basic_publish(exchange, "a.b", b"x")
+        ch.basic_qos(prefetch_count=1)
+        tag = ch.basic_consume(queue, lambda *a: None, auto_ack=False)
+        wait_for(conflux, {key("conflux_amqp_queue_messages_unacked", queue=queue): 1})
+
+        def get(what):
+            r = requests.get(f"{base}/{what}", timeout=10)
+            assert r.status_code == 200, r.text
+            return r.json()
+
+        q = next(q for q in get("queues") if q["name"] == queue)
+        assert (q["vhost"], q["messages_ready"], q["messages_unacknowledged"], q["consumers"]) \
+            == ("/", 2, 1, 1)
+        x = next(x for x in get("exchanges") if x["name"] == exchange)
+        assert (x["type"], x["durable"]) == ("topic", True)
+        bindings = [(b["source"], b["destination"], b["routing_key"]) for b in get("bindings")
+                    if b["destination"] == queue]
+        assert sorted(bindings) == [("", queue, queue), (exchange, queue, "a.*")]
+        consumers = [c for c in get("consumers") if c["queue"]["name"] == queue]
+        assert [(c["consumer_tag"], c["ack_required"]) for c in consumers] == [(tag, True)]
+        overview = get("overview")
+        assert overview["object_totals"]["queues"] >= 1
+        assert overview["object_totals"]["connections"] >= 1
+        assert overview["queue_totals"]["messages_unacknowledged"] >= 1
+    finally:
+        conn.close()
+    assert requests.get(f"{base}/nothing", timeout=10).status_code == 404

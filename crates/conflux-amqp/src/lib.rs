@@ -5,6 +5,7 @@
 
 pub mod connection;
 pub mod frame;
+pub mod management;
 pub mod message;
 pub mod server;
 

@@ -406,9 +406,30 @@ async fn admin(
         }
         (&Method::POST, ["dlq", name, "redrive"]) => redrive(h, name, &body),
         (&Method::GET, ["nats"]) => nats(h),
+        (&Method::GET, ["rabbitmq", "api", what]) => rabbitmq(h, what)?,
         _ => return None,
     };
     Some(reply)
+}
+
+/// The RabbitMQ management API subset, under `/api/v1/rabbitmq/api/…` (`None` for others).
+fn rabbitmq(h: &ProtocolHandles, what: &str) -> Option<Reply> {
+    use conflux_amqp::management as m;
+    let render: fn(&conflux_amqp::Server) -> Value = match what {
+        "overview" => m::overview,
+        "queues" => m::queues,
+        "exchanges" => m::exchanges,
+        "bindings" => m::bindings,
+        "consumers" => m::consumers,
+        _ => return None,
+    };
+    Some(match h.amqp.get() {
+        Some(server) => Ok((StatusCode::OK, render(server))),
+        None => Err(ApiError::not_found(
+            "amqp_disabled",
+            "the AMQP listener is not running on this node",
+        )),
+    })
 }
 
 async fn delete_queue(h: &ProtocolHandles, name: &str) -> Reply {
