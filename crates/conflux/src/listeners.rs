@@ -92,6 +92,15 @@ pub fn services(ctx: &ServeContext) -> Vec<Service> {
             let config = amqp_listener_config(&amqp_ctx.config);
             let server = conflux_amqp::Server::open(amqp_ctx.broker.clone(), config);
             let _ = amqp_handles.amqp.set(server.clone());
+            if let Some(addr) = amqp_ctx.config.amqp.management_listen {
+                let management = TcpListener::bind(addr).await?;
+                tracing::info!(%addr, "serving the RabbitMQ management API subset");
+                tokio::spawn(crate::ops::serve_management(
+                    management,
+                    amqp_handles.clone(),
+                    shutdown.clone(),
+                ));
+            }
             conflux_amqp::serve_and_checkpoint(listener, server, shutdown).await;
             Ok(())
         }),
