@@ -395,11 +395,18 @@ def test_rabbitmq_management_listener_on_its_own_port(conflux_bin, tmp_path):
             assert [(q["name"], q["messages_ready"]) for q in queues] == [(queue, 1)]
             overview = requests.get(f"{base}/overview", timeout=10).json()
             assert overview["object_totals"]["queues"] == 1
+            connections = requests.get(f"{base}/connections", timeout=10).json()
+            assert [c["peer_host"] for c in connections] == ["127.0.0.1"]
+            assert connections[0]["frame_max"] >= 4096
             assert overview["object_totals"]["connections"] == 1
             missing = requests.get(f"{base}/vhosts/nothing", timeout=10)
             assert missing.status_code == 404 and missing.json()["error_code"] == "not_found"
         finally:
             conn.close()
+        deadline = time.monotonic() + SETTLE_S
+        while requests.get(f"{base}/connections", timeout=10).json() != []:
+            assert time.monotonic() < deadline, "closed connection still listed"
+            time.sleep(0.05)
     finally:
         try:
             server.stop()

@@ -213,6 +213,17 @@ pub async fn handle(
             return;
         }
     };
+    let _registration = server::ConnRegistration::new(
+        &server,
+        server::ConnInfo {
+            id: shared.id,
+            peer,
+            connected_at_ms: conflux_broker::now_ms(),
+            frame_max,
+            channel_max,
+            heartbeat_s: heartbeat.load(Ordering::Relaxed),
+        },
+    );
     let (pipe_tx, pipe_rx) = mpsc::unbounded_channel();
     let pipeline = tokio::spawn(server::run_pipeline(server.clone(), pipe_rx));
     let mut conn = Conn {

@@ -1,5 +1,5 @@
 //! The RabbitMQ management HTTP API's read-only subset that tools use (`/api/overview`,
-//! `/api/queues`, `/api/exchanges`, `/api/bindings`, `/api/consumers`), as JSON values shaped
+//! `/api/queues`, `/api/exchanges`, `/api/bindings`, `/api/connections`, `/api/consumers`), as JSON values shaped
 //! like RabbitMQ's; the HTTP listener serves them.
 
 use serde_json::{json, Value};
@@ -116,6 +116,24 @@ fn binding(
         "destination_type": kind, "routing_key": key, "arguments": args,
         "properties_key": if key.is_empty() { "~".to_string() } else { key.to_string() },
     })
+}
+
+/// `GET /api/connections`.
+pub fn connections(server: &Server) -> Value {
+    let rows: Vec<Value> = server
+        .connections
+        .lock()
+        .values()
+        .map(|c| {
+            json!({
+                "name": format!("{} (conn {})", c.peer, c.id),
+                "vhost": VHOST, "peer_host": c.peer.ip().to_string(), "peer_port": c.peer.port(),
+                "protocol": "AMQP 0-9-1", "state": "running", "connected_at": c.connected_at_ms,
+                "frame_max": c.frame_max, "channel_max": c.channel_max, "timeout": c.heartbeat_s,
+            })
+        })
+        .collect();
+    Value::Array(rows)
 }
 
 /// `GET /api/consumers`.

@@ -437,6 +437,43 @@ pub struct Server {
     pub reply_to: Mutex<HashMap<String, (Arc<ChannelShared>, String)>>,
     /// Open connections and channels (gauges for `/metrics` and management APIs).
     pub live: Arc<LiveCounts>,
+    /// Connections past the handshake, by id (for the management API).
+    pub connections: Mutex<BTreeMap<u64, ConnInfo>>,
+}
+
+/// One open connection as the management API lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConnInfo {
+    pub id: u64,
+    pub peer: std::net::SocketAddr,
+    pub connected_at_ms: i64,
+    pub frame_max: u32,
+    pub channel_max: u16,
+    pub heartbeat_s: u32,
+}
+
+/// Lists a connection in [`Server::connections`] while it lives.
+#[derive(Debug)]
+pub struct ConnRegistration {
+    server: Arc<Server>,
+    id: u64,
+}
+
+impl ConnRegistration {
+    pub fn new(server: &Arc<Server>, info: ConnInfo) -> ConnRegistration {
+        let id = info.id;
+        server.connections.lock().insert(id, info);
+        ConnRegistration {
+            server: server.clone(),
+            id,
+        }
+    }
+}
+
+impl Drop for ConnRegistration {
+    fn drop(&mut self) {
+        self.server.connections.lock().remove(&self.id);
+    }
 }
 
 /// Open connections and channels, counted by [`LiveGuard`]s.
@@ -541,6 +578,7 @@ impl Server {
             dead_tx,
             reply_to: Mutex::new(HashMap::new()),
             live: Arc::new(LiveCounts::default()),
+            connections: Mutex::new(BTreeMap::new()),
         });
         tokio::spawn(run_pipeline(server.clone(), dead_rx));
         let mut vhost = VHost::default();

@@ -420,6 +420,7 @@ fn rabbitmq(h: &ProtocolHandles, what: &str) -> Option<Reply> {
         "queues" => m::queues,
         "exchanges" => m::exchanges,
         "bindings" => m::bindings,
+        "connections" => m::connections,
         "consumers" => m::consumers,
         _ => return None,
     };
@@ -521,7 +522,7 @@ fn nats(h: &ProtocolHandles) -> Reply {
 const MANAGEMENT_CONNECTIONS_MAX: usize = 256;
 
 /// Serves the RabbitMQ management API subset (`GET /api/overview|queues|exchanges|bindings|
-/// consumers`) on its own listener, as RabbitMQ does on 15672, until `shutdown`.
+/// connections|consumers`) on its own listener, as RabbitMQ does on 15672, until `shutdown`.
 pub async fn serve_management(
     listener: tokio::net::TcpListener,
     handles: Arc<ProtocolHandles>,
