@@ -53,6 +53,8 @@ struct Channel {
     /// We sent channel.close and wait for close-ok; everything else is ignored.
     closing: bool,
     reply_token: Option<String>,
+    /// Counts this channel in the open-channels gauge (none for cleanup views).
+    _live: Option<crate::server::LiveGuard>,
 }
 
 struct Conn {
@@ -211,6 +213,17 @@ pub async fn handle(
             return;
         }
     };
+    let _registration = server::ConnRegistration::new(
+        &server,
+        server::ConnInfo {
+            id: shared.id,
+            peer,
+            connected_at_ms: conflux_broker::now_ms(),
+            frame_max,
+            channel_max,
+            heartbeat_s: heartbeat.load(Ordering::Relaxed),
+        },
+    );
     let (pipe_tx, pipe_rx) = mpsc::unbounded_channel();
     let pipeline = tokio::spawn(server::run_pipeline(server.clone(), pipe_rx));
     let mut conn = Conn {
@@ -956,6 +969,7 @@ impl Conn {
                         pending: None,
                         closing: false,
                         reply_token: None,
+                        _live: Some(crate::server::LiveGuard::channel(&self.server.live)),
                     },
                 );
                 self.send(
@@ -1567,6 +1581,7 @@ fn return_view(
         pending: None,
         closing: true,
         reply_token: None,
+        _live: None,
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod connection;
 pub mod frame;
+pub mod management;
 pub mod message;
 pub mod server;
 
@@ -14,7 +15,7 @@ use conflux_broker::Broker;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use server::{QueueStats, Server};
+pub use server::{QueueStats, Server, VHostCounts};
 
 /// Listener settings (the `[amqp]` config section).
 #[derive(Debug, Clone)]
@@ -79,7 +80,9 @@ pub async fn serve(listener: TcpListener, server: Arc<Server>, shutdown: Cancell
         };
         let server = server.clone();
         let shutdown = shutdown.clone();
+        let live = server::LiveGuard::connection(&server.live);
         tracker.spawn(async move {
+            let _live = live;
             connection::handle(server, stream, peer, shutdown).await;
             drop(permit);
         });
@@ -96,7 +99,16 @@ pub async fn run(
     config: AmqpConfig,
     shutdown: CancellationToken,
 ) {
-    let server = Server::open(broker, config);
+    serve_and_checkpoint(listener, Server::open(broker, config), shutdown).await;
+}
+
+/// Serves an opened [`Server`] (the caller keeps a handle for metrics and management), then
+/// writes its final ack state.
+pub async fn serve_and_checkpoint(
+    listener: TcpListener,
+    server: Arc<Server>,
+    shutdown: CancellationToken,
+) {
     serve(listener, server.clone(), shutdown).await;
     // Connections are closed (their unacked deliveries requeued): write the final ack state.
     let _ = tokio::task::spawn_blocking(move || server.checkpoint_all()).await;

@@ -420,6 +420,8 @@ pub struct QueueStats {
     pub consumers: u64,
     pub dead_lettered: u64,
     pub dead_letter_exchange: Option<String>,
+    /// Bound (directly) to an exchange that some queue dead-letters to: a dead-letter queue.
+    pub is_dead_letter_queue: bool,
 }
 
 /// The AMQP server state shared by every connection.
@@ -433,6 +435,98 @@ pub struct Server {
     dead_tx: mpsc::UnboundedSender<PipelineItem>,
     /// Direct reply-to consumers by their reply token.
     pub reply_to: Mutex<HashMap<String, (Arc<ChannelShared>, String)>>,
+    /// Open connections and channels (gauges for `/metrics` and management APIs).
+    pub live: Arc<LiveCounts>,
+    /// Connections past the handshake, by id (for the management API).
+    pub connections: Mutex<BTreeMap<u64, ConnInfo>>,
+}
+
+/// One open connection as the management API lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConnInfo {
+    pub id: u64,
+    pub peer: std::net::SocketAddr,
+    pub connected_at_ms: i64,
+    pub frame_max: u32,
+    pub channel_max: u16,
+    pub heartbeat_s: u32,
+}
+
+/// Lists a connection in [`Server::connections`] while it lives.
+#[derive(Debug)]
+pub struct ConnRegistration {
+    server: Arc<Server>,
+    id: u64,
+}
+
+impl ConnRegistration {
+    pub fn new(server: &Arc<Server>, info: ConnInfo) -> ConnRegistration {
+        let id = info.id;
+        server.connections.lock().insert(id, info);
+        ConnRegistration {
+            server: server.clone(),
+            id,
+        }
+    }
+}
+
+impl Drop for ConnRegistration {
+    fn drop(&mut self) {
+        self.server.connections.lock().remove(&self.id);
+    }
+}
+
+/// Open connections and channels, counted by [`LiveGuard`]s.
+#[derive(Debug, Default)]
+pub struct LiveCounts {
+    pub connections: AtomicU64,
+    pub channels: AtomicU64,
+}
+
+/// Counts one open connection or channel while it lives.
+#[derive(Debug)]
+pub struct LiveGuard {
+    counts: Arc<LiveCounts>,
+    channel: bool,
+}
+
+impl LiveGuard {
+    pub fn connection(counts: &Arc<LiveCounts>) -> LiveGuard {
+        counts.connections.fetch_add(1, Ordering::Relaxed);
+        LiveGuard {
+            counts: counts.clone(),
+            channel: false,
+        }
+    }
+
+    pub fn channel(counts: &Arc<LiveCounts>) -> LiveGuard {
+        counts.channels.fetch_add(1, Ordering::Relaxed);
+        LiveGuard {
+            counts: counts.clone(),
+            channel: true,
+        }
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        let c = if self.channel {
+            &self.counts.channels
+        } else {
+            &self.counts.connections
+        };
+        c.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Node-wide AMQP counts, for `/metrics` and management APIs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct VHostCounts {
+    pub exchanges: u64,
+    pub bindings: u64,
+    pub queues: u64,
+    pub connections: u64,
+    pub channels: u64,
 }
 
 const PREDECLARED: [(&str, ExchangeKind); 6] = [
@@ -483,6 +577,8 @@ impl Server {
             next_id: AtomicU64::new(1),
             dead_tx,
             reply_to: Mutex::new(HashMap::new()),
+            live: Arc::new(LiveCounts::default()),
+            connections: Mutex::new(BTreeMap::new()),
         });
         tokio::spawn(run_pipeline(server.clone(), dead_rx));
         let mut vhost = VHost::default();
@@ -1203,7 +1299,32 @@ impl Server {
 
     /// Statistics of every queue (for `/metrics`, the admin API and management tools).
     pub fn snapshot(&self) -> Vec<QueueStats> {
-        let queues: Vec<Arc<Queue>> = self.vhost.lock().queues.values().cloned().collect();
+        let (queues, dlqs) = {
+            let v = self.vhost.lock();
+            let dlxs: HashSet<&str> = v
+                .queues
+                .values()
+                .filter_map(|q| q.def.args.dead_letter_exchange.as_deref())
+                .collect();
+            // The default exchange routes by queue name: its DLQ is the dead-letter routing key.
+            let via_default = v.queues.values().filter_map(|q| {
+                (q.def.args.dead_letter_exchange.as_deref() == Some(""))
+                    .then(|| q.def.args.dead_letter_routing_key.clone())
+                    .flatten()
+            });
+            let dlqs: HashSet<String> = dlxs
+                .iter()
+                .filter_map(|x| v.exchanges.get(*x))
+                .flat_map(|e| e.bindings.iter())
+                .filter_map(|b| match &b.destination {
+                    Destination::Queue(q) => Some(q.clone()),
+                    Destination::Exchange(_) => None,
+                })
+                .chain(via_default)
+                .collect();
+            let queues: Vec<Arc<Queue>> = v.queues.values().cloned().collect();
+            (queues, dlqs)
+        };
         let mut out: Vec<QueueStats> = queues
             .iter()
             .map(|q| {
@@ -1221,11 +1342,35 @@ impl Server {
                     consumers: inner.consumers.len() as u64,
                     dead_lettered: s.dead_lettered,
                     dead_letter_exchange: q.def.args.dead_letter_exchange.clone(),
+                    is_dead_letter_queue: dlqs.contains(&q.def.name),
                 }
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
+    }
+
+    /// Exchange, binding, queue, connection and channel counts.
+    pub fn counts(&self) -> VHostCounts {
+        let (exchanges, bindings, queues) = {
+            let v = self.vhost.lock();
+            let bindings = v.exchanges.values().map(|e| e.bindings.len() as u64).sum();
+            (v.exchanges.len() as u64, bindings, v.queues.len() as u64)
+        };
+        VHostCounts {
+            exchanges,
+            bindings,
+            queues,
+            connections: self.live.connections.load(Ordering::Relaxed),
+            channels: self.live.channels.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Drops every ready message of queue `name`; returns how many.
+    pub fn purge_queue(&self, name: &str) -> Option<u64> {
+        let q = self.vhost.lock().queues.get(name).cloned()?;
+        let n = q.inner.lock().sub.purge();
+        Some(n)
     }
 }
 

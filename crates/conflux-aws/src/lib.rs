@@ -14,6 +14,7 @@ pub mod query;
 pub mod sigv4;
 pub mod sns;
 pub mod sqs;
+pub mod stats;
 
 use std::sync::Arc;
 
@@ -63,9 +64,29 @@ pub async fn run(
     config: AwsConfig,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let sqs = sqs::Sqs::open(broker.clone(), config.clone())?;
-    let sns = sns::Sns::open(broker, sqs.clone(), config.clone());
-    let state = Arc::new(http::State { config, sqs, sns });
-    http::serve(listener, state, shutdown.clone()).await;
+    let handle = open(broker, config.clone())?;
+    serve(listener, handle, config, shutdown).await;
     Ok(())
+}
+
+/// Opens SQS and SNS over `broker` (the caller keeps the handle for operations).
+pub fn open(broker: Arc<Broker>, config: AwsConfig) -> std::io::Result<stats::AwsHandle> {
+    let sqs = sqs::Sqs::open(broker.clone(), config.clone())?;
+    let sns = sns::Sns::open(broker, sqs.clone(), config);
+    Ok(stats::AwsHandle { sqs, sns })
+}
+
+/// Serves opened SQS and SNS services until `shutdown` is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    handle: stats::AwsHandle,
+    config: AwsConfig,
+    shutdown: CancellationToken,
+) {
+    let state = Arc::new(http::State {
+        config,
+        sqs: handle.sqs,
+        sns: handle.sns,
+    });
+    http::serve(listener, state, shutdown.clone()).await;
 }

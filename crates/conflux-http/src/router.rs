@@ -129,6 +129,32 @@ async fn api_route(
         (&M::POST, ["groups", g, "offsets", "reset"]) => {
             groups::reset_offsets(ctx, g, read_json(body).await?).await
         }
+        _ if !ctx.admin_extensions.is_empty() => {
+            let bytes = Limited::new(body, ADMIN_BODY_SIZE_BYTES_MAX)
+                .collect()
+                .await
+                .map_err(|_| {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "payload_too_large",
+                        format!("request body exceeds {ADMIN_BODY_SIZE_BYTES_MAX} bytes"),
+                    )
+                })?
+                .to_bytes();
+            let json: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
+                Value::Null
+            } else {
+                serde_json::from_slice(&bytes)
+                    .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?
+            };
+            for extension in &ctx.admin_extensions {
+                if let Some(reply) = extension(method.clone(), segments.clone(), json.clone()).await
+                {
+                    return reply;
+                }
+            }
+            Err(not_found(path))
+        }
         _ => Err(not_found(path)),
     }
 }

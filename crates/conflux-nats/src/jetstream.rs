@@ -1478,3 +1478,79 @@ mod tests {
         );
     }
 }
+
+/// One stream's size, for `/metrics`, the admin API and the CLI.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StreamStats {
+    pub name: String,
+    pub subjects: Vec<String>,
+    pub messages: u64,
+    pub bytes: u64,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub consumers: Vec<ConsumerStats>,
+}
+
+/// One consumer's backlog and redeliveries.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ConsumerStats {
+    pub stream: String,
+    pub name: String,
+    /// Messages not yet delivered (`num_pending`).
+    pub pending: u64,
+    /// Delivered and not acked (`num_ack_pending`).
+    pub ack_pending: u64,
+    /// Redeliveries so far (`num_redelivered`).
+    pub redelivered: u64,
+    /// Pull requests waiting (`num_waiting`).
+    pub waiting: u64,
+}
+
+impl JetStream {
+    /// Every stream and its consumers, by name.
+    pub fn stats(&self) -> Vec<StreamStats> {
+        let streams: Vec<Arc<Stream>> = self.streams.lock().values().cloned().collect();
+        streams
+            .iter()
+            .map(|s| {
+                let (start, end, bytes) = s.partition().map_or((0, 0, 0), |p| {
+                    (
+                        p.log.log_start_offset(),
+                        p.log.log_end_offset(),
+                        p.log.size_bytes(),
+                    )
+                });
+                let consumers: Vec<Arc<Consumer>> = s.consumers.lock().values().cloned().collect();
+                let consumers = consumers
+                    .iter()
+                    .map(|c| {
+                        let st = c.state.lock();
+                        let sub = st.sub.stats();
+                        let not_loaded = (end - st.sub.cursor()).max(0) as u64;
+                        ConsumerStats {
+                            stream: s.name.clone(),
+                            name: c.name.clone(),
+                            pending: sub.ready + sub.delayed + not_loaded,
+                            ack_pending: sub.unacked,
+                            redelivered: st.redelivered,
+                            waiting: st.waiting.len() as u64,
+                        }
+                    })
+                    .collect();
+                StreamStats {
+                    name: s.name.clone(),
+                    subjects: s.subjects(),
+                    messages: (end - start).max(0) as u64,
+                    bytes,
+                    first_seq: if end > start {
+                        start as u64 + 1
+                    } else {
+                        end as u64 + 1
+                    },
+                    last_seq: end.max(0) as u64,
+                    consumers,
+                }
+            })
+            .collect()
+    }
+}

@@ -58,6 +58,15 @@ pub enum Command {
     /// Inspect and manage consumer groups of a running node.
     #[command(subcommand)]
     Group(crate::admin_cmd::GroupCommand),
+    /// Inspect, purge and delete AMQP and SQS queues of a running node.
+    #[command(subcommand)]
+    Queue(crate::queue_cmd::QueueCommand),
+    /// List dead-letter queues and move their messages back.
+    #[command(subcommand)]
+    Dlq(crate::queue_cmd::DlqCommand),
+    /// NATS connections and JetStream streams and consumers of a running node.
+    #[command(subcommand)]
+    Nats(crate::queue_cmd::NatsCommand),
     /// Write records to a topic (arguments or stdin lines).
     Produce(crate::records_cmd::ProduceArgs),
     /// Read records from a topic, optionally as a consumer group.

@@ -226,6 +226,9 @@ pub struct AmqpConfig {
     /// ms; 0 redelivers at once.
     pub redelivery_backoff_base_ms: u64,
     pub redelivery_backoff_max_ms: u64,
+    /// Where to serve the RabbitMQ management HTTP API subset (RabbitMQ uses port 15672);
+    /// off when unset.
+    pub management_listen: Option<SocketAddr>,
 }
 
 impl Default for AmqpConfig {
@@ -242,6 +245,7 @@ impl Default for AmqpConfig {
             users: BTreeMap::new(),
             redelivery_backoff_base_ms: 0,
             redelivery_backoff_max_ms: 60_000,
+            management_listen: None,
         }
     }
 }
@@ -387,6 +391,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("amqp.guest_enabled", Kind::Bool),
     ("amqp.redelivery_backoff_base_ms", Kind::Int),
     ("amqp.redelivery_backoff_max_ms", Kind::Int),
+    ("amqp.management_listen", Kind::Str),
     ("nats.enabled", Kind::Bool),
     ("nats.listen", Kind::Str),
     ("nats.max_payload_bytes", Kind::Int),

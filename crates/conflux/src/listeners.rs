@@ -74,6 +74,9 @@ pub fn services(ctx: &ServeContext) -> Vec<Service> {
     let amqp_ctx = ctx.clone();
     let aws_ctx = ctx.clone();
     let nats_ctx = ctx.clone();
+    let handles = Arc::new(crate::ops::ProtocolHandles::default());
+    let (amqp_handles, aws_handles, nats_handles) =
+        (handles.clone(), handles.clone(), handles.clone());
     vec![
         Service::new("kafka", move |listener, shutdown| async move {
             let config = kafka_listener_config(&kafka_ctx.config, &listener)?;
@@ -87,18 +90,36 @@ pub fn services(ctx: &ServeContext) -> Vec<Service> {
         }),
         Service::new("amqp", move |listener, shutdown| async move {
             let config = amqp_listener_config(&amqp_ctx.config);
-            conflux_amqp::run(listener, amqp_ctx.broker.clone(), config, shutdown).await;
+            let server = conflux_amqp::Server::open(amqp_ctx.broker.clone(), config);
+            let _ = amqp_handles.amqp.set(server.clone());
+            if let Some(addr) = amqp_ctx.config.amqp.management_listen {
+                let management = TcpListener::bind(addr).await?;
+                tracing::info!(%addr, "serving the RabbitMQ management API subset");
+                tokio::spawn(crate::ops::serve_management(
+                    management,
+                    amqp_handles.clone(),
+                    shutdown.clone(),
+                ));
+            }
+            conflux_amqp::serve_and_checkpoint(listener, server, shutdown).await;
             Ok(())
         }),
         Service::new("nats", move |listener, shutdown| async move {
             let shared = conflux_nats::Shared::new(nats_config(&nats_ctx.config));
-            conflux_nats::start_jetstream(&shared, nats_ctx.broker.clone(), &shutdown)?;
+            let jetstream =
+                conflux_nats::start_jetstream(&shared, nats_ctx.broker.clone(), &shutdown)?;
+            let _ = nats_handles.nats.set(crate::ops::NatsHandle {
+                shared: shared.clone(),
+                jetstream: Some(jetstream),
+            });
             conflux_nats::serve(listener, shared, shutdown).await;
             Ok(())
         }),
         Service::new("aws", move |listener, shutdown| async move {
             let config = aws_listener_config(&aws_ctx.config);
-            conflux_aws::run(listener, aws_ctx.broker.clone(), config, shutdown).await?;
+            let aws = conflux_aws::open(aws_ctx.broker.clone(), config.clone())?;
+            let _ = aws_handles.aws.set(aws.clone());
+            conflux_aws::serve(listener, aws, config, shutdown).await;
             Ok(())
         }),
         Service::new("registry", move |listener, shutdown| async move {
@@ -111,12 +132,16 @@ pub fn services(ctx: &ServeContext) -> Vec<Service> {
         }),
         Service::new("http", move |listener, shutdown| async move {
             let kafka_metrics = http_ctx.kafka_metrics.clone();
-            let renderers: Vec<conflux_http::MetricsRenderer> =
-                vec![Arc::new(move |out| kafka_metrics.render(out))];
-            let http = conflux_http::HttpContext::new(
+            let admin = vec![crate::ops::admin_extension(handles.clone())];
+            let renderers: Vec<conflux_http::MetricsRenderer> = vec![
+                Arc::new(move |out| kafka_metrics.render(out)),
+                Arc::new(move |out| handles.render(out)),
+            ];
+            let http = conflux_http::HttpContext::with_admin_extensions(
                 http_ctx.broker.clone(),
                 http_ctx.readiness.clone(),
                 renderers,
+                admin,
             );
             conflux_http::serve(listener, http, shutdown).await?;
             Ok(())

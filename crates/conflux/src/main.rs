@@ -10,6 +10,8 @@ mod client;
 mod config;
 mod listeners;
 mod logging;
+mod ops;
+mod queue_cmd;
 mod records_cmd;
 mod serve;
 mod table;
@@ -68,6 +70,9 @@ fn run_client(opts: &cli::ClientOpts, command: cli::Command) -> ExitCode {
         match command {
             cli::Command::Topic(cmd) => admin_cmd::topic(&client, output, cmd).await,
             cli::Command::Group(cmd) => admin_cmd::group(&client, output, cmd).await,
+            cli::Command::Queue(cmd) => queue_cmd::queue(&client, output, cmd).await,
+            cli::Command::Dlq(cmd) => queue_cmd::dlq(&client, output, cmd).await,
+            cli::Command::Nats(cmd) => queue_cmd::nats(&client, output, cmd).await,
             cli::Command::Produce(args) => records_cmd::produce(&client, output, args).await,
             cli::Command::Consume(args) => records_cmd::consume(&client, output, args).await,
             // `serve` (and any other local subcommand) is dispatched in `main`.

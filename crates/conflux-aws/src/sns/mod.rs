@@ -85,6 +85,8 @@ pub struct Sns {
     pub subs: RwLock<BTreeMap<String, SubDef>>,
     /// The endpoint's own address, for SubscribeURL / UnsubscribeURL (learnt from requests).
     pub host: parking_lot::Mutex<String>,
+    /// Messages published per topic name since start (for `/metrics`).
+    published: RwLock<HashMap<String, std::sync::atomic::AtomicU64>>,
 }
 
 type P = BTreeMap<String, String>;
@@ -160,7 +162,35 @@ impl Sns {
             topics: RwLock::new(topics),
             subs: RwLock::new(subs),
             host: parking_lot::Mutex::new("localhost:9324".to_string()),
+            published: RwLock::new(HashMap::new()),
         })
+    }
+
+    /// A topic's ARN by name.
+    pub fn topic_arn(&self, name: &str) -> String {
+        self.arn(name)
+    }
+
+    /// Messages published to topic `name` since start.
+    pub fn published(&self, name: &str) -> u64 {
+        use std::sync::atomic::Ordering;
+        self.published
+            .read()
+            .get(name)
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    fn count_published(&self, name: &str) {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        if let Some(c) = self.published.read().get(name) {
+            c.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.published
+            .write()
+            .entry(name.to_string())
+            .or_insert_with(|| AtomicU64::new(0))
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     fn arn(&self, name: &str) -> String {
@@ -677,6 +707,7 @@ impl Sns {
                 dedup = Some(message::hex(&Sha256::digest(e.message.as_bytes())));
             }
         }
+        self.count_published(&name);
         let message_id = crate::fast_uuid().to_string();
         let subs: Vec<SubDef> = self
             .subs

@@ -1,0 +1,589 @@
+//! Operations views of the AMQP, SQS/SNS and NATS front ends: their `/metrics` families and
+//! the handles the admin API reads, filled in as each front end starts.
+
+use std::sync::{Arc, OnceLock};
+
+use conflux_http::{ApiError, Reply};
+use conflux_metrics::{Exposition, Kind};
+use hyper::{Method, StatusCode};
+use serde_json::{json, Value};
+
+/// The NATS listener's shared state and its JetStream (when enabled).
+pub struct NatsHandle {
+    pub shared: Arc<conflux_nats::Shared>,
+    pub jetstream: Option<Arc<conflux_nats::JetStream>>,
+}
+
+/// Each protocol front end's handle, set once when that front end starts.
+#[derive(Default)]
+pub struct ProtocolHandles {
+    pub amqp: OnceLock<Arc<conflux_amqp::Server>>,
+    pub aws: OnceLock<conflux_aws::stats::AwsHandle>,
+    pub nats: OnceLock<NatsHandle>,
+}
+
+/// One per-item family: name, kind, help and how to read its value.
+type Row<T> = (&'static str, Kind, &'static str, fn(&T) -> u64);
+
+/// A gauge or counter family with one labelled sample per item.
+fn family<T>(
+    out: &mut Exposition,
+    name: &str,
+    kind: Kind,
+    help: &str,
+    items: &[T],
+    labels: impl Fn(&T) -> Vec<(&'static str, String)>,
+    value: impl Fn(&T) -> u64,
+) {
+    out.family(name, kind, help);
+    for item in items {
+        let owned = labels(item);
+        let refs: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        out.sample_int(name, &refs, i128::from(value(item)));
+    }
+}
+
+fn single(out: &mut Exposition, name: &str, kind: Kind, help: &str, value: u64) {
+    out.family(name, kind, help);
+    out.sample_int(name, &[], i128::from(value));
+}
+
+impl ProtocolHandles {
+    /// Writes the families of every started front end.
+    pub fn render(&self, out: &mut Exposition) {
+        if let Some(server) = self.amqp.get() {
+            render_amqp(server, out);
+        }
+        if let Some(aws) = self.aws.get() {
+            render_aws(aws, out);
+        }
+        if let Some(nats) = self.nats.get() {
+            render_nats(nats, out);
+        }
+    }
+}
+
+fn render_amqp(server: &conflux_amqp::Server, out: &mut Exposition) {
+    let c = server.counts();
+    let g = Kind::Gauge;
+    single(
+        out,
+        "conflux_amqp_connections",
+        g,
+        "Open AMQP connections.",
+        c.connections,
+    );
+    single(
+        out,
+        "conflux_amqp_channels",
+        g,
+        "Open AMQP channels.",
+        c.channels,
+    );
+    single(
+        out,
+        "conflux_amqp_exchanges",
+        g,
+        "Declared AMQP exchanges.",
+        c.exchanges,
+    );
+    single(
+        out,
+        "conflux_amqp_bindings",
+        g,
+        "AMQP bindings, over all exchanges.",
+        c.bindings,
+    );
+    single(
+        out,
+        "conflux_amqp_queues",
+        g,
+        "Declared AMQP queues.",
+        c.queues,
+    );
+    let qs = server.snapshot();
+    let q = |s: &conflux_amqp::QueueStats| vec![("queue", s.name.clone())];
+    let rows: [Row<conflux_amqp::QueueStats>; 6] = [
+        (
+            "conflux_amqp_queue_messages_ready",
+            g,
+            "Messages ready for delivery, by AMQP queue.",
+            |s| s.ready,
+        ),
+        (
+            "conflux_amqp_queue_messages_unacked",
+            g,
+            "Messages delivered and not yet acknowledged, by AMQP queue.",
+            |s| s.unacked,
+        ),
+        (
+            "conflux_amqp_queue_messages_delayed",
+            g,
+            "Messages waiting for a redelivery backoff or delay, by AMQP queue.",
+            |s| s.delayed,
+        ),
+        (
+            "conflux_amqp_queue_messages_bytes",
+            g,
+            "Bytes of the messages held, by AMQP queue.",
+            |s| s.bytes,
+        ),
+        (
+            "conflux_amqp_queue_consumers",
+            g,
+            "Consumers, by AMQP queue.",
+            |s| s.consumers,
+        ),
+        (
+            "conflux_amqp_queue_messages_dead_lettered_total",
+            Kind::Counter,
+            "Messages dead-lettered out of each AMQP queue since it was opened.",
+            |s| s.dead_lettered,
+        ),
+    ];
+    for (name, kind, help, value) in rows {
+        family(out, name, kind, help, &qs, q, value);
+    }
+    let dlqs: Vec<_> = qs
+        .iter()
+        .filter(|s| s.is_dead_letter_queue)
+        .cloned()
+        .collect();
+    family(
+        out,
+        "conflux_amqp_dead_letter_queue_messages",
+        g,
+        "Messages held (ready + unacked + delayed) by AMQP queues bound to a dead-letter exchange.",
+        &dlqs,
+        q,
+        |s| s.ready + s.unacked + s.delayed,
+    );
+}
+
+fn render_aws(aws: &conflux_aws::stats::AwsHandle, out: &mut Exposition) {
+    let qs = aws.queues();
+    let g = Kind::Gauge;
+    single(out, "conflux_sqs_queues", g, "SQS queues.", qs.len() as u64);
+    let q = |s: &conflux_aws::stats::SqsQueueStats| vec![("queue", s.name.clone())];
+    let rows: [Row<conflux_aws::stats::SqsQueueStats>; 3] = [
+        (
+            "conflux_sqs_queue_messages_visible",
+            g,
+            "ApproximateNumberOfMessages, by SQS queue.",
+            |s| s.visible,
+        ),
+        (
+            "conflux_sqs_queue_messages_not_visible",
+            g,
+            "ApproximateNumberOfMessagesNotVisible (in flight), by SQS queue.",
+            |s| s.not_visible,
+        ),
+        (
+            "conflux_sqs_queue_messages_delayed",
+            g,
+            "ApproximateNumberOfMessagesDelayed, by SQS queue.",
+            |s| s.delayed,
+        ),
+    ];
+    for (name, kind, help, value) in rows {
+        family(out, name, kind, help, &qs, q, value);
+    }
+    let ts = aws.topics();
+    single(out, "conflux_sns_topics", g, "SNS topics.", ts.len() as u64);
+    let t = |s: &conflux_aws::stats::SnsTopicStats| vec![("topic", s.name.clone())];
+    family(
+        out,
+        "conflux_sns_topic_subscriptions",
+        g,
+        "Subscriptions, by SNS topic.",
+        &ts,
+        t,
+        |s| s.subscriptions,
+    );
+    family(
+        out,
+        "conflux_sns_topic_messages_published_total",
+        Kind::Counter,
+        "Messages published, by SNS topic, since the node started.",
+        &ts,
+        t,
+        |s| s.published,
+    );
+}
+
+fn render_nats(nats: &NatsHandle, out: &mut Exposition) {
+    let c = conflux_nats::core_stats(&nats.shared);
+    let g = Kind::Gauge;
+    let k = Kind::Counter;
+    single(
+        out,
+        "conflux_nats_connections",
+        g,
+        "Open NATS client connections.",
+        c.connections,
+    );
+    single(
+        out,
+        "conflux_nats_subscriptions",
+        g,
+        "NATS subscriptions, over all connections.",
+        c.subscriptions,
+    );
+    single(
+        out,
+        "conflux_nats_slow_consumers_total",
+        k,
+        "NATS connections closed as slow consumers.",
+        c.slow_consumers,
+    );
+    single(
+        out,
+        "conflux_nats_messages_received_total",
+        k,
+        "Messages published by NATS clients.",
+        c.msgs_in,
+    );
+    single(
+        out,
+        "conflux_nats_messages_sent_total",
+        k,
+        "Messages delivered to NATS subscriptions.",
+        c.msgs_out,
+    );
+    let Some(js) = &nats.jetstream else {
+        return;
+    };
+    let streams = js.stats();
+    let s = |s: &conflux_nats::StreamStats| vec![("stream", s.name.clone())];
+    family(
+        out,
+        "conflux_jetstream_stream_messages",
+        g,
+        "Messages stored, by JetStream stream.",
+        &streams,
+        s,
+        |s| s.messages,
+    );
+    family(
+        out,
+        "conflux_jetstream_stream_bytes",
+        g,
+        "Bytes stored, by JetStream stream.",
+        &streams,
+        s,
+        |s| s.bytes,
+    );
+    let consumers: Vec<conflux_nats::ConsumerStats> = streams
+        .iter()
+        .flat_map(|s| s.consumers.iter().cloned())
+        .collect();
+    let c = |c: &conflux_nats::ConsumerStats| {
+        vec![("stream", c.stream.clone()), ("consumer", c.name.clone())]
+    };
+    family(
+        out,
+        "conflux_jetstream_consumer_messages_pending",
+        g,
+        "Messages not yet delivered, by JetStream consumer.",
+        &consumers,
+        c,
+        |c| c.pending,
+    );
+    family(
+        out,
+        "conflux_jetstream_consumer_messages_ack_pending",
+        g,
+        "Messages delivered and not yet acknowledged, by JetStream consumer.",
+        &consumers,
+        c,
+        |c| c.ack_pending,
+    );
+    family(
+        out,
+        "conflux_jetstream_consumer_messages_redelivered_total",
+        k,
+        "Redeliveries, by JetStream consumer.",
+        &consumers,
+        c,
+        |c| c.redelivered,
+    );
+}
+
+/// The admin API routes of the queueing front ends (documented in docs/openapi.yaml):
+/// `/queues`, `/dlq` and `/nats`.
+pub fn admin_extension(handles: Arc<ProtocolHandles>) -> conflux_http::AdminExtension {
+    Arc::new(move |method, segments, body| {
+        let handles = handles.clone();
+        Box::pin(async move { admin(&handles, method, segments, body).await })
+    })
+}
+
+fn amqp_row(s: &conflux_amqp::QueueStats) -> Value {
+    json!({
+        "name": s.name, "protocol": "amqp", "type": s.queue_type, "durable": s.durable,
+        "ready": s.ready, "unacked": s.unacked, "delayed": s.delayed, "bytes": s.bytes,
+        "consumers": s.consumers, "dead_lettered": s.dead_lettered,
+        "dead_letter_exchange": s.dead_letter_exchange,
+        "dead_letter_queue": s.is_dead_letter_queue,
+    })
+}
+
+fn sqs_row(s: &conflux_aws::stats::SqsQueueStats) -> Value {
+    json!({
+        "name": s.name, "protocol": "sqs", "type": if s.fifo { "fifo" } else { "standard" },
+        "arn": s.arn, "ready": s.visible, "unacked": s.not_visible, "delayed": s.delayed,
+        "redrive_to": s.dead_letter_queue, "dead_letter_queue": s.is_dead_letter_queue,
+    })
+}
+
+fn all_queues(h: &ProtocolHandles) -> Vec<Value> {
+    let mut rows: Vec<Value> = Vec::new();
+    if let Some(server) = h.amqp.get() {
+        rows.extend(server.snapshot().iter().map(amqp_row));
+    }
+    if let Some(aws) = h.aws.get() {
+        rows.extend(aws.queues().iter().map(sqs_row));
+    }
+    rows
+}
+
+fn no_queue(name: &str) -> ApiError {
+    ApiError::not_found(
+        "queue_not_found",
+        format!("no AMQP or SQS queue named '{name}'"),
+    )
+}
+
+fn aws_error(e: conflux_aws::error::AwsError) -> ApiError {
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
+    let code = match e.kind {
+        "QueueDoesNotExist" => "queue_not_found",
+        "PurgeQueueInProgress" => "purge_in_progress",
+        _ => "invalid_request",
+    };
+    ApiError::new(status, code, format!("{}: {}", e.kind, e.message))
+}
+
+/// Which protocol holds queue `name` (AMQP first).
+enum Found {
+    Amqp(Arc<conflux_amqp::Server>),
+    Sqs(conflux_aws::stats::AwsHandle),
+}
+
+fn find(h: &ProtocolHandles, name: &str) -> Option<Found> {
+    if let Some(server) = h.amqp.get() {
+        if server.vhost.lock().queues.contains_key(name) {
+            return Some(Found::Amqp(server.clone()));
+        }
+    }
+    let aws = h.aws.get()?;
+    aws.sqs.queue(name).ok()?;
+    Some(Found::Sqs(aws.clone()))
+}
+
+async fn admin(
+    h: &ProtocolHandles,
+    method: Method,
+    segments: Vec<String>,
+    body: Value,
+) -> Option<Reply> {
+    let s: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let reply = match (&method, s.as_slice()) {
+        (&Method::GET, ["queues"]) => Ok((StatusCode::OK, json!({ "queues": all_queues(h) }))),
+        (&Method::GET, ["queues", name]) => all_queues(h)
+            .into_iter()
+            .find(|q| q["name"] == *name)
+            .map(|q| (StatusCode::OK, q))
+            .ok_or_else(|| no_queue(name)),
+        (&Method::DELETE, ["queues", name]) => delete_queue(h, name).await,
+        (&Method::POST, ["queues", name, "purge"]) => purge_queue(h, name).await,
+        (&Method::GET, ["dlq"]) => {
+            let dlqs: Vec<Value> = all_queues(h)
+                .into_iter()
+                .filter(|q| q["dead_letter_queue"] == true)
+                .collect();
+            Ok((StatusCode::OK, json!({ "dlqs": dlqs })))
+        }
+        (&Method::POST, ["dlq", name, "redrive"]) => redrive(h, name, &body),
+        (&Method::GET, ["nats"]) => nats(h),
+        (&Method::GET, ["rabbitmq", "api", what]) => rabbitmq(h, what)?,
+        _ => return None,
+    };
+    Some(reply)
+}
+
+/// The RabbitMQ management API subset, under `/api/v1/rabbitmq/api/…` (`None` for others).
+fn rabbitmq(h: &ProtocolHandles, what: &str) -> Option<Reply> {
+    use conflux_amqp::management as m;
+    let render: fn(&conflux_amqp::Server) -> Value = match what {
+        "overview" => m::overview,
+        "queues" => m::queues,
+        "exchanges" => m::exchanges,
+        "bindings" => m::bindings,
+        "connections" => m::connections,
+        "consumers" => m::consumers,
+        _ => return None,
+    };
+    Some(match h.amqp.get() {
+        Some(server) => Ok((StatusCode::OK, render(server))),
+        None => Err(ApiError::not_found(
+            "amqp_disabled",
+            "the AMQP listener is not running on this node",
+        )),
+    })
+}
+
+async fn delete_queue(h: &ProtocolHandles, name: &str) -> Reply {
+    match find(h, name).ok_or_else(|| no_queue(name))? {
+        Found::Amqp(server) => {
+            let owned = name.to_string();
+            let deleted =
+                tokio::task::spawn_blocking(move || server.delete_queue(&owned, false, false))
+                    .await
+                    .map_err(|e| ApiError::internal(e.to_string()))?
+                    .map_err(|e| ApiError::new(StatusCode::CONFLICT, "queue_in_use", e.text))?;
+            Ok((
+                StatusCode::OK,
+                json!({"name": name, "protocol": "amqp", "messages_deleted": deleted}),
+            ))
+        }
+        Found::Sqs(aws) => {
+            aws.delete(name).await.map_err(aws_error)?;
+            Ok((StatusCode::OK, json!({"name": name, "protocol": "sqs"})))
+        }
+    }
+}
+
+async fn purge_queue(h: &ProtocolHandles, name: &str) -> Reply {
+    let (protocol, purged) = match find(h, name).ok_or_else(|| no_queue(name))? {
+        Found::Amqp(server) => (
+            "amqp",
+            server.purge_queue(name).ok_or_else(|| no_queue(name))?,
+        ),
+        Found::Sqs(aws) => ("sqs", aws.purge(name).await.map_err(aws_error)?),
+    };
+    Ok((
+        StatusCode::OK,
+        json!({"name": name, "protocol": protocol, "purged": purged}),
+    ))
+}
+
+fn redrive(h: &ProtocolHandles, name: &str, body: &Value) -> Reply {
+    let destination = match body.get("destination") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(d)) => Some(d.as_str()),
+        Some(_) => return Err(ApiError::bad_request("'destination' must be a queue name")),
+    };
+    match find(h, name).ok_or_else(|| no_queue(name))? {
+        Found::Sqs(aws) => {
+            let task = aws.redrive(name, destination).map_err(aws_error)?;
+            Ok((
+                StatusCode::ACCEPTED,
+                json!({"name": name, "protocol": "sqs", "task": task}),
+            ))
+        }
+        Found::Amqp(_) => Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "unsupported",
+            format!(
+                "'{name}' is an AMQP queue: redrive is supported for SQS dead-letter queues only"
+            ),
+        )),
+    }
+}
+
+fn nats(h: &ProtocolHandles) -> Reply {
+    let n = h.nats.get().ok_or_else(|| {
+        ApiError::not_found(
+            "nats_disabled",
+            "the NATS listener is not running on this node",
+        )
+    })?;
+    let core = conflux_nats::core_stats(&n.shared);
+    let streams = n
+        .jetstream
+        .as_ref()
+        .map(|js| js.stats())
+        .unwrap_or_default();
+    Ok((
+        StatusCode::OK,
+        json!({
+            "connections": core.connections,
+            "subscriptions": core.subscriptions,
+            "slow_consumers": core.slow_consumers,
+            "messages_received": core.msgs_in,
+            "messages_sent": core.msgs_out,
+            "streams": streams,
+        }),
+    ))
+}
+
+/// Most management API connections served at once.
+const MANAGEMENT_CONNECTIONS_MAX: usize = 256;
+
+/// Serves the RabbitMQ management API subset (`GET /api/overview|queues|exchanges|bindings|
+/// connections|consumers`) on its own listener, as RabbitMQ does on 15672, until `shutdown`.
+pub async fn serve_management(
+    listener: tokio::net::TcpListener,
+    handles: Arc<ProtocolHandles>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(MANAGEMENT_CONNECTIONS_MAX));
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        let Ok((stream, _)) = accepted else {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            continue;
+        };
+        let handles = handles.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request: hyper::Request<_>| {
+                let handles = handles.clone();
+                async move { Ok::<_, std::convert::Infallible>(management_response(&handles, &request)) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::select! {
+                _ = connection => {}
+                _ = shutdown.cancelled() => {}
+            }
+            drop(permit);
+        });
+    }
+}
+
+fn management_response<B>(
+    handles: &ProtocolHandles,
+    request: &hyper::Request<B>,
+) -> hyper::Response<http_body_util::Full<hyper::body::Bytes>> {
+    let path = request.uri().path().trim_end_matches('/');
+    let reply = match (request.method(), path.strip_prefix("/api/")) {
+        (&Method::GET, Some(what)) if !what.contains('/') => rabbitmq(handles, what),
+        _ => None,
+    }
+    .unwrap_or_else(|| {
+        Err(ApiError::not_found(
+            "not_found",
+            format!("no such endpoint: {path}"),
+        ))
+    });
+    let (status, body) = match reply {
+        Ok((status, value)) => (status, value.to_string()),
+        Err(e) => (e.status, e.body()),
+    };
+    let mut response =
+        hyper::Response::new(http_body_util::Full::new(hyper::body::Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
