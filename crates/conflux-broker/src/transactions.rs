@@ -663,6 +663,18 @@ mod tests {
         broker
     }
 
+    /// A recovered broker with a one-partition topic `name`.
+    async fn open_with_topic(dir: &std::path::Path, name: &str) -> Arc<Broker> {
+        let broker = open(dir).await;
+        let topic = NewTopic {
+            name: name.into(),
+            partitions: Some(1),
+            ..Default::default()
+        };
+        broker.create_topic(topic, false).unwrap();
+        broker
+    }
+
     fn committed_values(broker: &Broker, topic: &str) -> (Vec<String>, i64, usize) {
         let p = broker.partition(topic, 0).unwrap();
         let (read, aborted) = p.read(0, 1 << 20, true).unwrap();
@@ -686,17 +698,7 @@ mod tests {
     #[tokio::test]
     async fn commit_abort_fence_and_recover() {
         let dir = tempfile::tempdir().unwrap();
-        let broker = open(dir.path()).await;
-        broker
-            .create_topic(
-                NewTopic {
-                    name: "t".into(),
-                    partitions: Some(1),
-                    ..Default::default()
-                },
-                false,
-            )
-            .unwrap();
+        let broker = open_with_topic(dir.path(), "t").await;
         let topic = broker.topic("t").unwrap();
         let txns = &broker.txns;
         assert_eq!(
@@ -822,17 +824,7 @@ mod tests {
     #[tokio::test]
     async fn timed_out_transactions_are_aborted_and_fenced() {
         let dir = tempfile::tempdir().unwrap();
-        let broker = open(dir.path()).await;
-        broker
-            .create_topic(
-                NewTopic {
-                    name: "t".into(),
-                    partitions: Some(1),
-                    ..Default::default()
-                },
-                false,
-            )
-            .unwrap();
+        let broker = open_with_topic(dir.path(), "t").await;
         let (pid, epoch) = broker
             .txns
             .init_producer_id(&broker, "slow", 1, None)
