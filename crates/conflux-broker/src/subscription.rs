@@ -17,18 +17,35 @@
 //! delivery. Message attributes the engine needs come from record headers named in
 //! [`headers`].
 //!
-//! Persistence: the ack floor, the acks above it and the delivery counts of delivered but
-//! unsettled messages are written (batched, by the owner calling [`Subscription::checkpoint`])
-//! to a small state file, atomically. After a restart the cursor starts at the floor, skips the
-//! acked offsets, and every other message is delivered again — flagged as redelivered when it
-//! had been delivered before.
+//! Memory: the engine holds at most [`ResidentLimits`] messages / bytes (ready, delayed, in
+//! flight and out-of-order offers together). Once full it stops admitting: further offers are
+//! dropped and read back from the log at the cursor when room frees ("spilled"), so the log is
+//! the spill. The queue's length still counts what is not loaded yet (`log end - cursor`,
+//! minus offsets known settled), so max-length, overflow and the front ends' message counts
+//! see the whole queue; priorities only order the resident messages (RabbitMQ's classic
+//! queues paging to disk behave much the same). Settled offsets above the floor are kept as
+//! merged ranges ([`SettledRanges`]), so their memory is bounded by the resident messages
+//! between them, and `next` stops delivering once `unacked_max` messages are in flight.
+//!
+//! Persistence: the ack floor, the acks above it (as ranges) and the delivery counts of
+//! delivered but unsettled messages are written (batched, by the owner calling
+//! [`Subscription::checkpoint`]) to a small state file, atomically. After a restart the cursor
+//! starts at the floor, skips the acked offsets, and every other message is delivered again —
+//! flagged as redelivered when it had been delivered before.
 
 mod leases;
+#[cfg(test)]
+mod memory_tests;
+mod settled;
 
+use std::cell::Cell;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+pub use settled::SettledRanges;
 
 use bytes::Bytes;
 use conflux_wire::records::RecordHeader;
@@ -142,6 +159,81 @@ impl Message {
     pub fn size_bytes(&self) -> u64 {
         self.value.as_ref().map_or(0, |v| v.len() as u64)
     }
+
+    /// Memory the engine accounts for holding this message: key, value and headers plus a
+    /// fixed allowance for the entry and index nodes around it.
+    pub fn memory_bytes(&self) -> u64 {
+        const ENTRY_OVERHEAD_BYTES: u64 = 160;
+        const HEADER_OVERHEAD_BYTES: u64 = 48;
+        let headers: u64 = self
+            .headers
+            .iter()
+            .map(|h| h.key.len() as u64 + h.value.as_ref().map_or(0, |v| v.len() as u64))
+            .sum::<u64>()
+            + HEADER_OVERHEAD_BYTES * self.headers.len() as u64;
+        ENTRY_OVERHEAD_BYTES
+            + self.key.as_ref().map_or(0, |k| k.len() as u64)
+            + self.size_bytes()
+            + headers
+    }
+
+    /// A copy that owns its bytes, so a message loaded from the log does not pin the whole
+    /// read buffer it was sliced from.
+    fn detached(self) -> Message {
+        let own = |b: Option<Bytes>| b.map(|b| Bytes::copy_from_slice(&b));
+        Message {
+            offset: self.offset,
+            timestamp: self.timestamp,
+            key: own(self.key),
+            value: own(self.value),
+            headers: self
+                .headers
+                .into_iter()
+                .map(|h| RecordHeader {
+                    key: h.key,
+                    value: own(h.value),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// How much one subscription holds in memory, and how many deliveries may be unacked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResidentLimits {
+    /// Messages held (ready, delayed, in flight, out-of-order offers); beyond this the log
+    /// is the spill.
+    pub messages_max: u64,
+    /// Bytes held, by [`Message::memory_bytes`]; one message is admitted even if larger.
+    pub bytes_max: u64,
+    /// Deliveries in flight (delivered, not settled); `next` delivers nothing more at this
+    /// count until one settles (JetStream's `max_ack_pending`).
+    pub unacked_max: u64,
+}
+
+impl ResidentLimits {
+    pub const DEFAULT_MESSAGES_MAX: u64 = 100_000;
+    pub const DEFAULT_BYTES_MAX: u64 = 64 * 1024 * 1024;
+    pub const DEFAULT_UNACKED_MAX: u64 = 50_000;
+}
+
+impl Default for ResidentLimits {
+    fn default() -> Self {
+        ResidentLimits {
+            messages_max: Self::DEFAULT_MESSAGES_MAX,
+            bytes_max: Self::DEFAULT_BYTES_MAX,
+            unacked_max: Self::DEFAULT_UNACKED_MAX,
+        }
+    }
+}
+
+/// Bytes held by every subscription of the process (by [`Message::memory_bytes`]); the
+/// broker's memory alarm reads it.
+static HELD_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// Bytes held in memory by all subscription engines of this process.
+pub fn held_bytes_total() -> u64 {
+    HELD_BYTES.load(Ordering::Relaxed)
 }
 
 /// A message handed to a consumer.
@@ -185,11 +277,21 @@ struct InFlight {
 
 type ReadyKey = (Reverse<u8>, i64);
 
-/// What is persisted.
+/// The state file's format version written now: 2 keeps settled offsets as ranges.
+const STATE_VERSION: u32 = 2;
+
+/// What is persisted. Version 1 files (no `version`) list every settled offset in
+/// `settled`; version 2 writes `settled_ranges` as `[start, end)` pairs. Both are read.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct PersistedState {
+    #[serde(default)]
+    version: u32,
     floor: i64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     settled: Vec<i64>,
+    #[serde(default)]
+    settled_ranges: Vec<(i64, i64)>,
+    #[serde(default)]
     deliveries: Vec<(i64, u32)>,
 }
 
@@ -207,10 +309,17 @@ pub enum Admission {
 /// Counters for metrics and management APIs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SubscriptionStats {
+    /// Resident ready messages.
     pub ready: u64,
     pub delayed: u64,
     pub unacked: u64,
+    /// Messages in the log past the cursor, not loaded yet (approximate: offsets, minus
+    /// those known settled). They are ready too: front ends add them to their ready counts.
+    pub not_loaded: u64,
+    /// Body bytes, resident plus (estimated) not loaded.
     pub bytes: u64,
+    /// Memory held, by [`Message::memory_bytes`].
+    pub resident_bytes: u64,
     pub ack_floor: i64,
     pub cursor: i64,
     pub dead_lettered: u64,
@@ -221,32 +330,60 @@ pub struct SubscriptionStats {
 #[derive(Debug)]
 pub struct Subscription {
     config: SubscriptionConfig,
+    limits: ResidentLimits,
     state_path: Option<PathBuf>,
     cursor: i64,
     floor: i64,
-    settled: BTreeSet<i64>,
+    /// Settled offsets at or above the floor. Those at or above the cursor can only come
+    /// from the state file (acked before a restart); `settled_ahead` counts them.
+    settled: SettledRanges,
+    settled_ahead: u64,
+    /// Highest log end seen (offers, `needs_log_read`): what is past the cursor is queued
+    /// but not loaded.
+    known_end: Cell<i64>,
+    /// Body bytes of offers dropped for lack of room, not loaded yet (an estimate: records
+    /// other protocols appended count once loaded).
+    not_loaded_bytes: u64,
+    /// An offer was dropped for lack of room; the gap at the cursor is filled only by a log
+    /// read. Cleared when the cursor reaches `known_end`.
+    spilled: bool,
+    /// The memory of the record at this offset, which the last log read found no room for.
+    blocked_read: Option<(i64, u64)>,
     /// Delivery counts restored from disk for messages not loaded yet.
     restored_deliveries: HashMap<i64, u32>,
     pending_offers: BTreeMap<i64, Message>,
+    pending_memory: u64,
     ready: BTreeMap<ReadyKey, Entry>,
     /// Expiry index over `ready`: (expires_at, ready key).
     expiry: BTreeSet<(i64, ReadyKey)>,
     delayed: BTreeMap<(i64, i64), Entry>,
     inflight: HashMap<i64, InFlight>,
+    /// Resident messages (ready, delayed, in flight) and their body bytes and memory.
     count: u64,
     bytes: u64,
+    memory: u64,
     dead: Vec<DeadLetter>,
     dead_total: u64,
     dirty: bool,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        HELD_BYTES.fetch_sub(self.memory + self.pending_memory, Ordering::Relaxed);
+    }
 }
 
 /// Largest number of pending out-of-order offers kept before they are dropped (they will be
 /// read from the log instead).
 const PENDING_OFFERS_MAX: usize = 65_536;
 
+/// Largest decompressed batch a log read decodes.
+const DECOMPRESSED_BATCH_BYTES_MAX: usize = 64 * 1024 * 1024;
+
 impl Subscription {
     /// Opens a subscription whose log starts at `log_start`, restoring persisted state from
-    /// `state_path` when given and present.
+    /// `state_path` when given and present. Limits are the defaults until
+    /// [`Subscription::set_limits`].
     pub fn open(
         config: SubscriptionConfig,
         state_path: Option<PathBuf>,
@@ -267,25 +404,51 @@ impl Subscription {
                 Err(e) => return Err(e),
             }
         }
-        let floor = persisted.floor.max(log_start);
+        if persisted.version > STATE_VERSION {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "subscription state version {} is newer than this build reads ({STATE_VERSION})",
+                    persisted.version
+                ),
+            ));
+        }
+        let mut settled = SettledRanges::new();
+        for o in persisted.settled {
+            settled.insert(o);
+        }
+        for (lo, hi) in persisted.settled_ranges {
+            settled.insert_range(lo, hi);
+        }
+        let mut floor = persisted.floor.max(log_start);
+        settled.drop_below(floor);
+        floor = settled.advance_floor(floor);
         Ok(Subscription {
             config,
+            limits: ResidentLimits::default(),
             state_path,
             cursor: floor,
             floor,
-            settled: persisted
-                .settled
+            settled_ahead: settled.total(),
+            settled,
+            known_end: Cell::new(floor),
+            not_loaded_bytes: 0,
+            spilled: false,
+            blocked_read: None,
+            restored_deliveries: persisted
+                .deliveries
                 .into_iter()
-                .filter(|o| *o >= floor)
+                .filter(|(o, _)| *o >= floor)
                 .collect(),
-            restored_deliveries: persisted.deliveries.into_iter().collect(),
             pending_offers: BTreeMap::new(),
+            pending_memory: 0,
             ready: BTreeMap::new(),
             expiry: BTreeSet::new(),
             delayed: BTreeMap::new(),
             inflight: HashMap::new(),
             count: 0,
             bytes: 0,
+            memory: 0,
             dead: Vec::new(),
             dead_total: 0,
             dirty: false,
@@ -294,6 +457,20 @@ impl Subscription {
 
     pub fn config(&self) -> &SubscriptionConfig {
         &self.config
+    }
+
+    /// Replaces the memory and in-flight limits. Lowering them never evicts what is held:
+    /// the engine admits nothing more until it is back under them.
+    pub fn set_limits(&mut self, limits: ResidentLimits) {
+        self.limits = ResidentLimits {
+            messages_max: limits.messages_max.max(1),
+            bytes_max: limits.bytes_max.max(1),
+            unacked_max: limits.unacked_max.max(1),
+        };
+    }
+
+    pub fn limits(&self) -> ResidentLimits {
+        self.limits
     }
 
     /// Next log offset the subscription has not seen.
@@ -306,13 +483,14 @@ impl Subscription {
         self.floor
     }
 
-    /// Messages in the queue: ready, delayed and unacked.
+    /// Messages in the queue: ready, delayed and unacked, including those not loaded yet.
     pub fn len(&self) -> u64 {
-        self.count
+        self.count + self.not_loaded_len()
     }
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.len() == 0
     }
+    /// Resident ready messages (see [`Subscription::not_loaded_len`] for the rest).
     pub fn ready_len(&self) -> u64 {
         self.ready.len() as u64
     }
@@ -320,12 +498,43 @@ impl Subscription {
         self.inflight.len() as u64
     }
 
+    /// Messages past the cursor (in the log or in out-of-order offers) not admitted yet:
+    /// offsets up to the highest log end seen, minus those known settled. Approximate when
+    /// other protocols wrote control records (transaction markers) into the log.
+    pub fn not_loaded_len(&self) -> u64 {
+        let ahead = (self.known_end.get() - self.cursor).max(0) as u64;
+        ahead.saturating_sub(self.settled_ahead)
+    }
+
+    /// Messages that are or will become ready without outside input: resident ready plus
+    /// not loaded (AMQP's `message_count`, SQS's `ApproximateNumberOfMessages`).
+    pub fn ready_total(&self) -> u64 {
+        self.ready_len() + self.not_loaded_len()
+    }
+
+    /// Settled ranges above the floor (their count is the memory they hold).
+    pub fn settled_ranges(&self) -> &SettledRanges {
+        &self.settled
+    }
+
+    /// Messages held in memory: resident plus out-of-order offers.
+    pub fn resident_len(&self) -> u64 {
+        self.count + self.pending_offers.len() as u64
+    }
+
+    /// Memory held, by [`Message::memory_bytes`].
+    pub fn resident_bytes(&self) -> u64 {
+        self.memory + self.pending_memory
+    }
+
     pub fn stats(&self) -> SubscriptionStats {
         SubscriptionStats {
             ready: self.ready.len() as u64,
             delayed: self.delayed.len() as u64,
             unacked: self.inflight.len() as u64,
-            bytes: self.bytes,
+            not_loaded: self.not_loaded_len(),
+            bytes: self.bytes + self.not_loaded_bytes,
+            resident_bytes: self.resident_bytes(),
             ack_floor: self.floor,
             cursor: self.cursor,
             dead_lettered: self.dead_total,
@@ -334,11 +543,11 @@ impl Subscription {
 
     /// Whether a new message of `size_bytes` may be published, by the overflow policy.
     pub fn admission(&self, size_bytes: u64) -> Admission {
-        let full = self.config.max_length.is_some_and(|m| self.count >= m)
+        let full = self.config.max_length.is_some_and(|m| self.len() >= m)
             || self
                 .config
                 .max_length_bytes
-                .is_some_and(|m| self.bytes + size_bytes > m);
+                .is_some_and(|m| self.queue_bytes() + size_bytes > m);
         match (full, self.config.overflow) {
             (false, _) | (true, Overflow::DropHead) => Admission::Accept,
             (true, Overflow::RejectPublish) => Admission::Reject { dead_letter: false },
@@ -346,52 +555,155 @@ impl Subscription {
         }
     }
 
+    /// Body bytes of the queue: resident plus the estimate for what is not loaded.
+    fn queue_bytes(&self) -> u64 {
+        self.bytes + self.not_loaded_bytes
+    }
+
+    /// Whether one more message of `memory_bytes` fits beside what is held; an empty
+    /// subscription always takes one, however large.
+    fn has_room(&self, memory_bytes: u64) -> bool {
+        let held = self.resident_len();
+        held == 0
+            || (held < self.limits.messages_max
+                && self.resident_bytes() + memory_bytes <= self.limits.bytes_max)
+    }
+
+    /// Whether a log read at the cursor could admit the record there (out-of-order offers
+    /// held above the cursor give way to it). The record's size is known once a read found
+    /// no room for it; until then any free byte counts as room.
+    fn has_room_at_cursor(&self) -> bool {
+        let next = match self.blocked_read {
+            Some((offset, memory)) if offset == self.cursor => memory,
+            _ => 1,
+        };
+        self.count == 0
+            || (self.count < self.limits.messages_max
+                && self.memory + next <= self.limits.bytes_max)
+    }
+
+    fn note_end(&self, end: i64) {
+        if end > self.known_end.get() {
+            self.known_end.set(end);
+        }
+    }
+
     /// Hands over a message just appended at `message.offset`. Offers may arrive out of
-    /// order; offers below the cursor were already read from the log and are ignored.
+    /// order; offers below the cursor were already read from the log and are ignored. When
+    /// the resident set is full the offer is dropped: the message is read from the log once
+    /// there is room.
     pub fn offer(&mut self, message: Message, now_ms: i64) {
-        if message.offset < self.cursor {
+        self.note_end(message.offset.saturating_add(1));
+        if message.offset < self.cursor || self.pending_offers.contains_key(&message.offset) {
             return;
         }
-        if self.pending_offers.len() < PENDING_OFFERS_MAX {
+        let memory = message.memory_bytes();
+        let fits = !self.spilled
+            && self.pending_offers.len() < PENDING_OFFERS_MAX
+            && self.has_room(memory);
+        if fits {
+            self.hold_pending(memory);
             self.pending_offers.insert(message.offset, message);
+            self.drain_pending(now_ms);
+        } else {
+            self.spilled = true;
+            self.not_loaded_bytes += message.size_bytes();
+            // Counted in the length now: drop-head makes room by the same rule as an admit.
+            self.enforce_limits(now_ms);
         }
+    }
+
+    /// Admits the out-of-order offers that continue at the cursor.
+    fn drain_pending(&mut self, now_ms: i64) {
         while let Some(m) = self.pending_offers.remove(&self.cursor) {
+            self.release_pending(m.memory_bytes());
             self.cursor += 1;
             self.admit(m, now_ms);
         }
+        self.note_caught_up();
     }
 
-    /// Whether the log holds records the subscription has not seen and no offer fills.
+    fn note_caught_up(&mut self) {
+        if self.cursor >= self.known_end.get() {
+            self.spilled = false;
+            self.not_loaded_bytes = 0;
+        }
+    }
+
+    /// Whether the log holds records the subscription has not seen, no offer fills, and
+    /// there is room to load. Records `log_end` as the queue's known end.
     pub fn needs_log_read(&self, log_end: i64) -> bool {
-        self.cursor < log_end && !self.pending_offers.contains_key(&self.cursor)
+        self.note_end(log_end);
+        self.cursor < log_end
+            && !self.pending_offers.contains_key(&self.cursor)
+            && self.has_room_at_cursor()
     }
 
-    /// Reads up to `max_bytes` of records at the cursor from `log` (blocking pread).
+    /// Whether the gap at the cursor is known to be spill (offers were dropped for lack of
+    /// room), so a log read should not wait for an offer to close it.
+    pub fn spilled(&self) -> bool {
+        self.spilled
+    }
+
+    /// Settles `[cursor, to)` without admitting anything (records that are gone or hold
+    /// no message) and moves the cursor to `to`.
+    fn skip_to(&mut self, to: i64) {
+        if to <= self.cursor {
+            return;
+        }
+        let known = self.settled.count_in(self.cursor, to);
+        self.settled_ahead = self.settled_ahead.saturating_sub(known);
+        let evicted: Vec<i64> = self.pending_offers.range(..to).map(|(o, _)| *o).collect();
+        for o in evicted {
+            if let Some(m) = self.pending_offers.remove(&o) {
+                self.release_pending(m.memory_bytes());
+            }
+        }
+        self.settle_range(self.cursor, to);
+        self.cursor = to;
+        if !self.restored_deliveries.is_empty() {
+            self.restored_deliveries.retain(|o, _| *o >= to);
+        }
+    }
+
+    /// Makes room for a log read at the cursor by giving up the highest out-of-order offer
+    /// (it is in the log too). False when nothing is left to give up.
+    fn evict_last_pending(&mut self) -> bool {
+        match self.pending_offers.pop_last() {
+            Some((_, m)) => {
+                self.release_pending(m.memory_bytes());
+                self.spilled = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Reads up to `max_bytes` of records at the cursor from `log` (blocking pread) and
+    /// admits them while there is room. Returns how many were admitted.
     pub fn load_from_log(
         &mut self,
         log: &conflux_log::PartitionLog,
         max_bytes: usize,
         now_ms: i64,
     ) -> Result<usize, conflux_log::LogError> {
+        self.note_end(log.high_watermark());
         if self.cursor < log.log_start_offset() {
             // Retention removed records we never saw: they are gone.
-            let start = log.log_start_offset();
-            for o in self.cursor..start {
-                self.settle_offset(o);
-            }
-            self.cursor = start;
+            self.skip_to(log.log_start_offset());
         }
         let read = log.read(self.cursor, max_bytes)?;
         let mut chunk = read.records;
         let mut loaded = 0;
-        while let Ok(Some((header, batch))) = conflux_wire::batch::split_batch(&mut chunk) {
+        'batches: while let Ok(Some((header, batch))) = conflux_wire::batch::split_batch(&mut chunk)
+        {
             if header.last_offset() < self.cursor {
                 continue;
             }
             let records = if header.is_control() {
                 Vec::new()
             } else {
-                match conflux_wire::records::decode_records(&batch, 64 * 1024 * 1024) {
+                match conflux_wire::records::decode_records(&batch, DECOMPRESSED_BATCH_BYTES_MAX) {
                     Ok(r) => r,
                     Err(e) => {
                         tracing::warn!(offset = header.base_offset, error = %e,
@@ -405,11 +717,6 @@ impl Subscription {
                 if offset < self.cursor {
                     continue;
                 }
-                for o in self.cursor..offset {
-                    self.settle_offset(o);
-                }
-                self.cursor = offset + 1;
-                self.pending_offers.remove(&offset);
                 let msg = Message {
                     offset,
                     timestamp: header.base_timestamp.saturating_add(r.timestamp_delta),
@@ -417,25 +724,43 @@ impl Subscription {
                     value: r.value,
                     headers: r.headers,
                 };
-                self.admit(msg, now_ms);
+                let memory = msg.memory_bytes();
+                while !self.has_room(memory) {
+                    if !self.evict_last_pending() {
+                        self.blocked_read = Some((offset, memory));
+                        break 'batches;
+                    }
+                }
+                self.skip_to(offset);
+                if let Some(m) = self.pending_offers.remove(&offset) {
+                    self.release_pending(m.memory_bytes());
+                }
+                self.cursor = offset + 1;
+                self.not_loaded_bytes = self.not_loaded_bytes.saturating_sub(msg.size_bytes());
+                self.admit(msg.detached(), now_ms);
                 loaded += 1;
             }
             // Offsets of the batch with no record (control batches, compacted gaps).
-            for o in self.cursor..=header.last_offset() {
-                self.settle_offset(o);
-            }
-            self.cursor = self.cursor.max(header.last_offset() + 1);
+            self.skip_to(header.last_offset() + 1);
         }
-        self.pending_offers = self.pending_offers.split_off(&self.cursor);
-        while let Some(m) = self.pending_offers.remove(&self.cursor) {
-            self.cursor += 1;
-            self.admit(m, now_ms);
-        }
+        self.drain_pending(now_ms);
         Ok(loaded)
     }
 
+    fn hold_pending(&mut self, memory: u64) {
+        self.pending_memory += memory;
+        HELD_BYTES.fetch_add(memory, Ordering::Relaxed);
+    }
+
+    fn release_pending(&mut self, memory: u64) {
+        self.pending_memory -= memory;
+        HELD_BYTES.fetch_sub(memory, Ordering::Relaxed);
+    }
+
     fn admit(&mut self, msg: Message, now_ms: i64) {
-        if self.settled.contains(&msg.offset) {
+        if self.settled.contains(msg.offset) {
+            // Acked before a restart: the cursor just passed it.
+            self.settled_ahead = self.settled_ahead.saturating_sub(1);
             return;
         }
         let priority = match self.config.max_priority {
@@ -468,8 +793,7 @@ impl Subscription {
             self.settle(entry, dead.then_some(DeadReason::MaxLen), now_ms);
             return;
         }
-        self.count += 1;
-        self.bytes += entry.msg.size_bytes();
+        self.add_counted(&entry);
         match delay_until {
             Some(at) if at > now_ms => {
                 self.delayed.insert((at, entry.msg.offset), entry);
@@ -496,14 +820,40 @@ impl Subscription {
     }
 
     fn over_limit(&self) -> bool {
-        self.config.max_length.is_some_and(|m| self.count > m)
-            || self.config.max_length_bytes.is_some_and(|m| self.bytes > m)
+        self.config.max_length.is_some_and(|m| self.len() > m)
+            || self
+                .config
+                .max_length_bytes
+                .is_some_and(|m| self.queue_bytes() > m)
     }
 
+    /// The oldest resident ready message: the first key of each priority level, oldest of
+    /// those (at most 256 lookups, not a scan).
+    fn ready_head(&self) -> Option<ReadyKey> {
+        if self.config.max_priority.is_none() {
+            return self.ready.keys().next().copied();
+        }
+        let mut head: Option<ReadyKey> = None;
+        let mut from = *self.ready.keys().next()?;
+        while let Some(key) = self.ready.range(from..).next().map(|(k, _)| *k) {
+            if head.is_none_or(|h| key.1 < h.1) {
+                head = Some(key);
+            }
+            let priority = key.0 .0;
+            if priority == 0 {
+                break;
+            }
+            from = (Reverse(priority - 1), i64::MIN);
+        }
+        head
+    }
+
+    /// Drop-head (or dead-letter) the oldest ready messages while the queue is over its
+    /// max-length. Not-loaded messages are newer than every resident one, so the head is
+    /// always resident; with none ready the queue stays over until one is.
     fn enforce_limits(&mut self, now_ms: i64) {
         while self.over_limit() {
-            // Head = the oldest ready message.
-            let Some(key) = self.ready.keys().min_by_key(|k| k.1).copied() else {
+            let Some(key) = self.ready_head() else {
                 break;
             };
             if let Some(e) = self.take_ready(&key) {
@@ -513,9 +863,20 @@ impl Subscription {
         }
     }
 
+    fn add_counted(&mut self, e: &Entry) {
+        let memory = e.msg.memory_bytes();
+        self.count += 1;
+        self.bytes += e.msg.size_bytes();
+        self.memory += memory;
+        HELD_BYTES.fetch_add(memory, Ordering::Relaxed);
+    }
+
     fn remove_counted(&mut self, e: &Entry) {
+        let memory = e.msg.memory_bytes().min(self.memory);
         self.count = self.count.saturating_sub(1);
         self.bytes = self.bytes.saturating_sub(e.msg.size_bytes());
+        self.memory -= memory;
+        HELD_BYTES.fetch_sub(memory, Ordering::Relaxed);
     }
 
     /// Settles a message: acked (`reason` None) or dead-lettered / dropped.
@@ -537,14 +898,18 @@ impl Subscription {
     }
 
     fn settle_offset(&mut self, offset: i64) {
+        self.settle_range(offset, offset.saturating_add(1));
+    }
+
+    /// Settles `[lo, hi)` and moves the floor over the settled run it starts, if any.
+    fn settle_range(&mut self, lo: i64, hi: i64) {
         self.dirty = true;
-        if offset < self.floor {
+        let lo = lo.max(self.floor);
+        if lo >= hi {
             return;
         }
-        self.settled.insert(offset);
-        while self.settled.remove(&self.floor) {
-            self.floor += 1;
-        }
+        self.settled.insert_range(lo, hi);
+        self.floor = self.settled.advance_floor(self.floor);
     }
 
     /// Moves due delayed messages to ready and settles expired ready messages.
@@ -592,8 +957,17 @@ impl Subscription {
         [delayed, expiry, lease].into_iter().flatten().min()
     }
 
-    /// Takes the next ready message for `consumer` (highest priority, then oldest).
+    /// Whether the in-flight cap allows another delivery.
+    pub fn can_deliver(&self) -> bool {
+        (self.inflight.len() as u64) < self.limits.unacked_max
+    }
+
+    /// Takes the next ready message for `consumer` (highest priority, then oldest); none
+    /// while `unacked_max` deliveries are in flight.
     pub fn next(&mut self, consumer: ConsumerId, now_ms: i64) -> Option<Delivery> {
+        if !self.can_deliver() {
+            return None;
+        }
         loop {
             let key = *self.ready.keys().next()?;
             let mut e = self.take_ready(&key)?;
@@ -740,6 +1114,10 @@ impl Subscription {
             self.settle_offset(e.msg.offset);
             n += 1;
         }
+        // What is not loaded yet goes too: the cursor jumps to the known end.
+        n += self.not_loaded_len();
+        self.skip_to(self.known_end.get());
+        self.note_caught_up();
         n
     }
 
@@ -767,8 +1145,10 @@ impl Subscription {
             .collect();
         deliveries.extend(self.restored_deliveries.iter().map(|(o, d)| (*o, *d)));
         let state = PersistedState {
+            version: STATE_VERSION,
             floor: self.floor,
-            settled: self.settled.iter().copied().collect(),
+            settled: Vec::new(),
+            settled_ranges: self.settled.iter().collect(),
             deliveries,
         };
         serde_json::to_vec(&state).ok().map(|b| (path, b))

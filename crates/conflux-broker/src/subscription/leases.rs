@@ -69,7 +69,7 @@ impl Subscription {
 
     /// Like [`Subscription::next`], but takes the first ready message (in delivery order,
     /// looking at most `scan_max` messages deep) that `accept` accepts, leased until
-    /// `lease_deadline_ms`.
+    /// `lease_deadline_ms`; none while `unacked_max` deliveries are in flight.
     pub fn next_where(
         &mut self,
         consumer: ConsumerId,
@@ -78,6 +78,9 @@ impl Subscription {
         scan_max: usize,
         mut accept: impl FnMut(&Message) -> bool,
     ) -> Option<Delivery> {
+        if !self.can_deliver() {
+            return None;
+        }
         loop {
             let key = *self
                 .ready
