@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,6 +64,8 @@ struct Conn {
     channel_max: u16,
     frame_max: u32,
     pipe: mpsc::UnboundedSender<PipelineItem>,
+    /// A publish frame was read since the last flow-control check.
+    published: bool,
 }
 
 fn method(m: AMQPClass) -> BytesMut {
@@ -88,6 +90,7 @@ fn server_properties() -> FieldTable {
         "per_consumer_qos",
         "direct_reply_to",
         "authentication_failure_close",
+        "connection.blocked",
     ] {
         caps.insert(c.into(), AMQPValue::Boolean(true));
     }
@@ -159,14 +162,12 @@ pub async fn handle(
     let (rd, wr) = stream.into_split();
     let mut rd = BufReader::with_capacity(64 * 1024, rd);
     let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
-    let shared = Arc::new(ConnShared {
-        id: server.next_id(),
+    let shared = Arc::new(ConnShared::new(
+        server.next_id(),
         tx,
-        backlog: AtomicUsize::new(0),
-        frame_max: AtomicU32::new(server.config.frame_max),
-        cancel_notify: AtomicBool::new(false),
-        closed: AtomicBool::new(false),
-    });
+        server.config.frame_max,
+        server.broker.alarms.clone(),
+    ));
     let heartbeat = Arc::new(AtomicU32::new(0));
     let stop_writer = CancellationToken::new();
     let writer = tokio::spawn(run_writer(
@@ -233,10 +234,24 @@ pub async fn handle(
         channel_max,
         frame_max,
         pipe: pipe_tx,
+        published: false,
     };
     let hb = heartbeat.load(Ordering::Relaxed);
     let idle_limit = (hb > 0).then(|| Duration::from_secs(u64::from(hb) * 2));
+    let mut alarms = server.broker.alarms.subscribe();
     loop {
+        if !conn.flow_control(&mut alarms, &shutdown).await {
+            send_connection_close(
+                &shared,
+                &AmqpError::new(
+                    code::CONNECTION_FORCED,
+                    "broker forced connection closure with reason 'shutdown'",
+                ),
+                0,
+                0,
+            );
+            break;
+        }
         let read = async {
             match idle_limit {
                 Some(limit) => {
@@ -312,7 +327,12 @@ pub async fn handle(
         }
     }
     conn.close_all_channels();
-    server.connection_closed(shared.id);
+    let id = shared.id;
+    let _ = on_blocking_thread(&server, move |s| {
+        s.connection_closed(id);
+        Ok(())
+    })
+    .await;
     shared.closed.store(true, Ordering::SeqCst);
     drop(conn);
     drop(shared);
@@ -331,6 +351,18 @@ pub async fn handle(
         }
     })
     .await;
+}
+
+/// Runs a vhost change that writes the metadata log (and fsyncs) on the blocking pool, so
+/// no runtime worker waits for the disk; the reply is sent after it is durable.
+async fn on_blocking_thread<T: Send + 'static>(
+    server: &Arc<Server>,
+    f: impl FnOnce(&Arc<Server>) -> AResult<T> + Send + 'static,
+) -> AResult<T> {
+    let server = server.clone();
+    tokio::task::spawn_blocking(move || f(&server))
+        .await
+        .map_err(|e| AmqpError::new(code::INTERNAL_ERROR, format!("metadata task failed: {e}")))?
 }
 
 fn send_connection_close(shared: &ConnShared, e: &AmqpError, class_id: u16, method_id: u16) {
@@ -396,11 +428,12 @@ async fn handshake<R: tokio::io::AsyncRead + Unpin>(
     if let Some(AMQPValue::FieldTable(caps)) =
         start_ok.client_properties.inner().get("capabilities")
     {
-        if matches!(
-            caps.inner().get("consumer_cancel_notify"),
-            Some(AMQPValue::Boolean(true))
-        ) {
+        let has = |name: &str| matches!(caps.inner().get(name), Some(AMQPValue::Boolean(true)));
+        if has("consumer_cancel_notify") {
             shared.cancel_notify.store(true, Ordering::Relaxed);
+        }
+        if has("connection.blocked") {
+            shared.blocked_notify.store(true, Ordering::Relaxed);
         }
     }
     if authenticate(
@@ -538,10 +571,7 @@ async fn run_writer(
             break;
         }
         if let Some(s) = weak.upgrade() {
-            s.backlog.fetch_sub(
-                written.min(s.backlog.load(Ordering::Relaxed)),
-                Ordering::Relaxed,
-            );
+            s.written(written);
         }
     }
     let _ = wr.shutdown().await;
@@ -554,8 +584,78 @@ impl Conn {
         self.shared.send(ch_method(ch, m));
     }
 
+    /// Before reading the next frame: waits while the publish pipeline holds more than its
+    /// byte budget, and — as RabbitMQ — stops reading from a connection that published
+    /// while a resource alarm is raised, until every alarm clears (sending
+    /// `connection.blocked` / `connection.unblocked` when the client asked for them).
+    /// Returns false when `shutdown` fired while waiting.
+    async fn flow_control(
+        &mut self,
+        alarms: &mut tokio::sync::watch::Receiver<conflux_broker::alarms::ActiveAlarms>,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let budget = self.server.config.publish_in_flight_bytes_max;
+        while self.shared.publish_in_flight.load(Ordering::Relaxed) > budget {
+            tokio::select! {
+                _ = shutdown.cancelled() => return false,
+                _ = self.shared.publish_drained.notified() => {}
+                // Rechecked now and then: a drained notification taken by an earlier wait.
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+        if !std::mem::take(&mut self.published) {
+            return true;
+        }
+        let active = *alarms.borrow_and_update();
+        if !active.any() {
+            return true;
+        }
+        let notify = self.shared.blocked_notify.load(Ordering::Relaxed);
+        if notify {
+            self.send(
+                0,
+                AMQPClass::Connection(connection::AMQPMethod::Blocked(connection::Blocked {
+                    reason: active.reason().into(),
+                })),
+            );
+        }
+        tracing::info!(
+            connection = self.shared.id,
+            reason = active.reason(),
+            "publishing connection blocked"
+        );
+        let _blocked = crate::server::LiveGuard::blocked(&self.server.live);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return false,
+                changed = alarms.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                }
+            }
+            if !alarms.borrow_and_update().any() {
+                break;
+            }
+        }
+        if notify {
+            self.send(
+                0,
+                AMQPClass::Connection(connection::AMQPMethod::Unblocked(connection::Unblocked {})),
+            );
+        }
+        tracing::info!(
+            connection = self.shared.id,
+            "publishing connection unblocked"
+        );
+        true
+    }
+
     /// Handles one frame; `Ok(false)` ends the connection cleanly.
     async fn on_frame(&mut self, f: frame::RawFrame) -> Result<bool, MethodError> {
+        if f.kind == FRAME_HEADER || f.kind == FRAME_BODY {
+            self.published = true;
+        }
         match f.kind {
             FRAME_HEARTBEAT => Ok(true),
             frame::FRAME_METHOD => {
@@ -789,12 +889,26 @@ impl Conn {
             timestamp: conflux_broker::now_ms(),
             confirm: seq.map(|s| (ch.shared.clone(), s)),
             refused,
+            credit: None,
         };
         if ch.tx_mode {
             ch.tx_jobs.push(job);
         } else {
-            let _ = self.pipe.send(PipelineItem::Store(job));
+            self.to_pipeline(job);
         }
+    }
+
+    /// Hands a job to the append pipeline, counting its bytes against the connection's
+    /// publish budget until it is stored.
+    fn to_pipeline(&self, mut job: StoreJob) {
+        let bytes = job.body.len() as u64
+            + job
+                .headers
+                .iter()
+                .map(|h| h.key.len() + h.value.as_ref().map_or(0, |v| v.len()))
+                .sum::<usize>() as u64;
+        job.credit = Some(self.shared.publish_credit(bytes));
+        let _ = self.pipe.send(PipelineItem::Store(job));
     }
 
     fn send_return(&self, chid: u16, exchange: &str, rk: &str, raw_props: &[u8], body: &Bytes) {
@@ -1100,14 +1214,20 @@ impl Conn {
                 q.last_used_ms
                     .store(conflux_broker::now_ms(), Ordering::Relaxed);
                 let now = conflux_broker::now_ms();
-                let (d, count) = {
+                let take = |q: &Queue| {
                     let mut inner = q.inner.lock();
                     let d = inner.sub.next(0, now);
                     if let (Some(d), true) = (&d, g.no_ack) {
                         inner.sub.ack(d.message.offset, now);
                     }
-                    (d, inner.sub.ready_len())
+                    (d, inner.sub.ready_total())
                 };
+                let (mut d, mut count) = take(&q);
+                if d.is_none() && count > 0 {
+                    // Ready messages not loaded yet (spilled to the log): load, then retry.
+                    server::load_queue_log(&q, now).await;
+                    (d, count) = take(&q);
+                }
                 let ch = self.channel_mut(chid)?;
                 match d {
                     None => {
@@ -1207,7 +1327,7 @@ impl Conn {
                 let jobs = std::mem::take(&mut ch.tx_jobs);
                 let settles = std::mem::take(&mut ch.tx_settles);
                 for j in jobs {
-                    let _ = self.pipe.send(PipelineItem::Store(j));
+                    self.to_pipeline(j);
                 }
                 let (done_tx, done_rx) = oneshot::channel();
                 let _ = self.pipe.send(PipelineItem::Barrier(done_tx));
@@ -1261,14 +1381,13 @@ impl Conn {
                 Ok(())
             }
             AMQPClass::Exchange(exchange::AMQPMethod::Declare(d)) => {
-                server.declare_exchange(
-                    d.exchange.as_str(),
-                    d.kind.as_str(),
-                    d.passive,
-                    d.durable,
-                    d.auto_delete,
-                    d.internal,
-                )?;
+                let (name, kind) = (d.exchange.to_string(), d.kind.to_string());
+                let (passive, durable) = (d.passive, d.durable);
+                let (auto_delete, internal) = (d.auto_delete, d.internal);
+                on_blocking_thread(&server, move |s| {
+                    s.declare_exchange(&name, &kind, passive, durable, auto_delete, internal)
+                })
+                .await?;
                 if !d.nowait {
                     self.send(
                         chid,
@@ -1280,7 +1399,10 @@ impl Conn {
                 Ok(())
             }
             AMQPClass::Exchange(exchange::AMQPMethod::Delete(d)) => {
-                match server.delete_exchange(d.exchange.as_str(), d.if_unused) {
+                let (name, if_unused) = (d.exchange.to_string(), d.if_unused);
+                match on_blocking_thread(&server, move |s| s.delete_exchange(&name, if_unused))
+                    .await
+                {
                     // Deleting an absent exchange succeeds, as in RabbitMQ 3.x+.
                     Err(e) if e.code == code::NOT_FOUND => {}
                     other => other?,
@@ -1294,13 +1416,13 @@ impl Conn {
                 Ok(())
             }
             AMQPClass::Exchange(exchange::AMQPMethod::Bind(b)) => {
-                server.bind(
-                    b.source.as_str(),
-                    Destination::Exchange(b.destination.as_str().to_string()),
-                    b.routing_key.as_str(),
-                    &b.arguments,
-                    false,
-                )?;
+                let dest = Destination::Exchange(b.destination.to_string());
+                let (src, rk, args) = (
+                    b.source.to_string(),
+                    b.routing_key.to_string(),
+                    b.arguments.clone(),
+                );
+                on_blocking_thread(&server, move |s| s.bind(&src, dest, &rk, &args, false)).await?;
                 if !b.nowait {
                     self.send(
                         chid,
@@ -1310,13 +1432,13 @@ impl Conn {
                 Ok(())
             }
             AMQPClass::Exchange(exchange::AMQPMethod::Unbind(b)) => {
-                server.bind(
-                    b.source.as_str(),
-                    Destination::Exchange(b.destination.as_str().to_string()),
-                    b.routing_key.as_str(),
-                    &b.arguments,
-                    true,
-                )?;
+                let dest = Destination::Exchange(b.destination.to_string());
+                let (src, rk, args) = (
+                    b.source.to_string(),
+                    b.routing_key.to_string(),
+                    b.arguments.clone(),
+                );
+                on_blocking_thread(&server, move |s| s.bind(&src, dest, &rk, &args, true)).await?;
                 if !b.nowait {
                     self.send(
                         chid,
@@ -1331,15 +1453,23 @@ impl Conn {
                 } else {
                     d.queue.as_str().to_string()
                 };
-                let q = server.declare_queue(
-                    &name,
-                    d.passive,
-                    d.durable,
-                    d.exclusive,
-                    d.auto_delete,
-                    &d.arguments,
-                    conn_id,
-                )?;
+                let q = {
+                    let name = name.clone();
+                    let (passive, durable, exclusive) = (d.passive, d.durable, d.exclusive);
+                    let (auto_delete, args) = (d.auto_delete, d.arguments.clone());
+                    on_blocking_thread(&server, move |s| {
+                        s.declare_queue(
+                            &name,
+                            passive,
+                            durable,
+                            exclusive,
+                            auto_delete,
+                            &args,
+                            conn_id,
+                        )
+                    })
+                    .await?
+                };
                 if !d.nowait {
                     self.send(
                         chid,
@@ -1354,13 +1484,13 @@ impl Conn {
             }
             AMQPClass::Queue(queue::AMQPMethod::Bind(b)) => {
                 server.queue(b.queue.as_str(), conn_id)?;
-                server.bind(
-                    b.exchange.as_str(),
-                    Destination::Queue(b.queue.as_str().to_string()),
-                    b.routing_key.as_str(),
-                    &b.arguments,
-                    false,
-                )?;
+                let dest = Destination::Queue(b.queue.to_string());
+                let (x, rk, args) = (
+                    b.exchange.to_string(),
+                    b.routing_key.to_string(),
+                    b.arguments.clone(),
+                );
+                on_blocking_thread(&server, move |s| s.bind(&x, dest, &rk, &args, false)).await?;
                 if !b.nowait {
                     self.send(
                         chid,
@@ -1370,13 +1500,13 @@ impl Conn {
                 Ok(())
             }
             AMQPClass::Queue(queue::AMQPMethod::Unbind(b)) => {
-                server.bind(
-                    b.exchange.as_str(),
-                    Destination::Queue(b.queue.as_str().to_string()),
-                    b.routing_key.as_str(),
-                    &b.arguments,
-                    true,
-                )?;
+                let dest = Destination::Queue(b.queue.to_string());
+                let (x, rk, args) = (
+                    b.exchange.to_string(),
+                    b.routing_key.to_string(),
+                    b.arguments.clone(),
+                );
+                on_blocking_thread(&server, move |s| s.bind(&x, dest, &rk, &args, true)).await?;
                 self.send(
                     chid,
                     AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {})),
@@ -1400,7 +1530,11 @@ impl Conn {
                 if server.vhost.lock().queues.contains_key(d.queue.as_str()) {
                     server.queue(d.queue.as_str(), conn_id)?;
                 }
-                let n = server.delete_queue(d.queue.as_str(), d.if_unused, d.if_empty)?;
+                let (name, if_unused, if_empty) = (d.queue.to_string(), d.if_unused, d.if_empty);
+                let n = on_blocking_thread(&server, move |s| {
+                    s.delete_queue(&name, if_unused, if_empty)
+                })
+                .await?;
                 if !d.nowait {
                     self.send(
                         chid,
@@ -1512,8 +1646,9 @@ impl Conn {
                     },
                 },
             };
-            let sub = Subscription::open(SubscriptionConfig::default(), None, from)
+            let mut sub = Subscription::open(SubscriptionConfig::default(), None, from)
                 .map_err(|e| AmqpError::new(code::INTERNAL_ERROR, e.to_string()))?;
+            sub.set_limits(server.config.queue_limits);
             Some(parking_lot::Mutex::new(sub))
         } else {
             None

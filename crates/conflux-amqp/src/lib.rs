@@ -37,6 +37,12 @@ pub struct AmqpConfig {
     /// behaviour); otherwise `min(base * 2^(n-1), max)` ms.
     pub redelivery_backoff_base_ms: u64,
     pub redelivery_backoff_max_ms: u64,
+    /// Per queue: messages and bytes held in memory (beyond them the log is the spill) and
+    /// deliveries unacked at once.
+    pub queue_limits: conflux_broker::subscription::ResidentLimits,
+    /// Bytes of publishes one connection may have read but not yet stored; the connection
+    /// stops reading until its pipeline drains below it (backpressure, not buffering).
+    pub publish_in_flight_bytes_max: u64,
 }
 
 impl Default for AmqpConfig {
@@ -52,6 +58,8 @@ impl Default for AmqpConfig {
             connections_max: 10_000,
             redelivery_backoff_base_ms: 0,
             redelivery_backoff_max_ms: 60_000,
+            queue_limits: Default::default(),
+            publish_in_flight_bytes_max: 16 * 1024 * 1024,
         }
     }
 }

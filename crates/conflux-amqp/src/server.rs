@@ -262,17 +262,93 @@ pub struct QueueDef {
 pub struct ConnShared {
     pub id: u64,
     pub tx: mpsc::UnboundedSender<Bytes>,
-    /// Bytes queued for the writer and not yet written (backpressure for deliveries).
+    /// Bytes queued for the writer and not yet written (backpressure for deliveries); also
+    /// counted by the broker's memory alarm.
     pub backlog: AtomicUsize,
     pub frame_max: AtomicU32,
     pub cancel_notify: AtomicBool,
+    /// The client advertised the `connection.blocked` capability.
+    pub blocked_notify: AtomicBool,
     pub closed: AtomicBool,
+    /// Publish bytes handed to the connection's pipeline and not stored yet; the reader
+    /// stops reading above `publish_in_flight_bytes_max`.
+    pub publish_in_flight: AtomicU64,
+    /// Signalled whenever publish bytes were stored.
+    pub publish_drained: Notify,
+    pub alarms: Arc<conflux_broker::alarms::ResourceAlarms>,
 }
 
 impl ConnShared {
+    pub fn new(
+        id: u64,
+        tx: mpsc::UnboundedSender<Bytes>,
+        frame_max: u32,
+        alarms: Arc<conflux_broker::alarms::ResourceAlarms>,
+    ) -> ConnShared {
+        ConnShared {
+            id,
+            tx,
+            backlog: AtomicUsize::new(0),
+            frame_max: AtomicU32::new(frame_max),
+            cancel_notify: AtomicBool::new(false),
+            blocked_notify: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            publish_in_flight: AtomicU64::new(0),
+            publish_drained: Notify::new(),
+            alarms,
+        }
+    }
+
     pub fn send(&self, frames: BytesMut) {
-        self.backlog.fetch_add(frames.len(), Ordering::Relaxed);
-        let _ = self.tx.send(frames.freeze());
+        // Counted before the writer can see (and subtract) it.
+        let n = frames.len();
+        self.backlog.fetch_add(n, Ordering::Relaxed);
+        self.alarms.add_buffered(n as u64);
+        if self.tx.send(frames.freeze()).is_err() {
+            self.written(n);
+        }
+    }
+
+    /// The writer wrote `n` queued bytes.
+    pub fn written(&self, n: usize) {
+        let n = n.min(self.backlog.load(Ordering::Relaxed));
+        self.backlog.fetch_sub(n, Ordering::Relaxed);
+        self.alarms.release_buffered(n as u64);
+    }
+
+    /// Counts a publish of `bytes` as in flight until the returned credit drops (when the
+    /// pipeline is done with the job).
+    pub fn publish_credit(self: &Arc<Self>, bytes: u64) -> PublishCredit {
+        self.publish_in_flight.fetch_add(bytes, Ordering::Relaxed);
+        PublishCredit {
+            conn: self.clone(),
+            bytes,
+            _held: self.alarms.hold(bytes),
+        }
+    }
+}
+
+impl Drop for ConnShared {
+    fn drop(&mut self) {
+        // What the writer never wrote leaves the memory account with the connection.
+        self.alarms.release_buffered(*self.backlog.get_mut() as u64);
+    }
+}
+
+/// Publish bytes a connection's pipeline holds (see [`ConnShared::publish_credit`]).
+#[derive(Debug)]
+pub struct PublishCredit {
+    conn: Arc<ConnShared>,
+    bytes: u64,
+    _held: conflux_broker::alarms::HeldBytes,
+}
+
+impl Drop for PublishCredit {
+    fn drop(&mut self) {
+        self.conn
+            .publish_in_flight
+            .fetch_sub(self.bytes, Ordering::Relaxed);
+        self.conn.publish_drained.notify_one();
     }
 }
 
@@ -370,9 +446,10 @@ pub struct Queue {
 }
 
 impl Queue {
+    /// Ready messages, including those not loaded from the log yet.
     pub fn message_count(&self) -> u32 {
         let inner = self.inner.lock();
-        u32::try_from(inner.sub.ready_len()).unwrap_or(u32::MAX)
+        u32::try_from(inner.sub.ready_total()).unwrap_or(u32::MAX)
     }
     pub fn consumer_count(&self) -> u32 {
         self.inner.lock().consumers.len() as u32
@@ -390,6 +467,8 @@ pub struct StoreJob {
     pub confirm: Option<(Arc<ChannelShared>, u64)>,
     /// A queue refused the message (overflow): the confirm is a nack.
     pub refused: bool,
+    /// The publishing connection's flow-control credit, released when the job is done.
+    pub credit: Option<PublishCredit>,
 }
 
 /// Work for an append pipeline.
@@ -439,6 +518,10 @@ pub struct Server {
     pub live: Arc<LiveCounts>,
     /// Connections past the handshake, by id (for the management API).
     pub connections: Mutex<BTreeMap<u64, ConnInfo>>,
+    /// Serialises changes that write the metadata log (declare, delete, bind), so a check,
+    /// its durable write and the in-memory change are one step; held across the fsync,
+    /// which is why those calls run on blocking threads and never take it on the runtime.
+    meta_writes: Mutex<()>,
 }
 
 /// One open connection as the management API lists it.
@@ -476,46 +559,47 @@ impl Drop for ConnRegistration {
     }
 }
 
-/// Open connections and channels, counted by [`LiveGuard`]s.
+/// Open connections and channels, and connections blocked by a resource alarm, counted by
+/// [`LiveGuard`]s.
 #[derive(Debug, Default)]
 pub struct LiveCounts {
     pub connections: AtomicU64,
     pub channels: AtomicU64,
+    pub blocked: AtomicU64,
 }
 
-/// Counts one open connection or channel while it lives.
+/// Counts one open connection, open channel or blocked connection while it lives.
 #[derive(Debug)]
 pub struct LiveGuard {
     counts: Arc<LiveCounts>,
-    channel: bool,
+    which: fn(&LiveCounts) -> &AtomicU64,
 }
 
 impl LiveGuard {
-    pub fn connection(counts: &Arc<LiveCounts>) -> LiveGuard {
-        counts.connections.fetch_add(1, Ordering::Relaxed);
+    fn new(counts: &Arc<LiveCounts>, which: fn(&LiveCounts) -> &AtomicU64) -> LiveGuard {
+        which(counts).fetch_add(1, Ordering::Relaxed);
         LiveGuard {
             counts: counts.clone(),
-            channel: false,
+            which,
         }
     }
 
+    pub fn connection(counts: &Arc<LiveCounts>) -> LiveGuard {
+        LiveGuard::new(counts, |c| &c.connections)
+    }
+
     pub fn channel(counts: &Arc<LiveCounts>) -> LiveGuard {
-        counts.channels.fetch_add(1, Ordering::Relaxed);
-        LiveGuard {
-            counts: counts.clone(),
-            channel: true,
-        }
+        LiveGuard::new(counts, |c| &c.channels)
+    }
+
+    pub fn blocked(counts: &Arc<LiveCounts>) -> LiveGuard {
+        LiveGuard::new(counts, |c| &c.blocked)
     }
 }
 
 impl Drop for LiveGuard {
     fn drop(&mut self) {
-        let c = if self.channel {
-            &self.counts.channels
-        } else {
-            &self.counts.connections
-        };
-        c.fetch_sub(1, Ordering::Relaxed);
+        (self.which)(&self.counts).fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -527,6 +611,8 @@ pub struct VHostCounts {
     pub queues: u64,
     pub connections: u64,
     pub channels: u64,
+    /// Connections not read from because they published during a resource alarm.
+    pub blocked_connections: u64,
 }
 
 const PREDECLARED: [(&str, ExchangeKind); 6] = [
@@ -579,6 +665,7 @@ impl Server {
             reply_to: Mutex::new(HashMap::new()),
             live: Arc::new(LiveCounts::default()),
             connections: Mutex::new(BTreeMap::new()),
+            meta_writes: Mutex::new(()),
         });
         tokio::spawn(run_pipeline(server.clone(), dead_rx));
         let mut vhost = VHost::default();
@@ -709,7 +796,8 @@ impl Server {
             // The queue-level subscription of a stream only tracks the length.
             sub_cfg = SubscriptionConfig::default();
         }
-        let sub = Subscription::open(sub_cfg, state_path, log_start).map_err(storage_err)?;
+        let mut sub = Subscription::open(sub_cfg, state_path, log_start).map_err(storage_err)?;
+        sub.set_limits(self.config.queue_limits);
         let queue = Arc::new(Queue {
             id: self.next_id(),
             topic,
@@ -741,6 +829,7 @@ impl Server {
 
     // ---- exchanges -------------------------------------------------------------------------
 
+    /// exchange.declare. Blocking (writes the metadata log): call on a blocking thread.
     pub fn declare_exchange(
         &self,
         name: &str,
@@ -750,7 +839,8 @@ impl Server {
         auto_delete: bool,
         internal: bool,
     ) -> AResult<()> {
-        let mut vh = self.vhost.lock();
+        let _writes = self.meta_writes.lock();
+        let vh = self.vhost.lock();
         if let Some(x) = vh.exchanges.get(name) {
             if passive {
                 return Ok(());
@@ -785,6 +875,7 @@ impl Server {
                 format!("unknown exchange type '{kind}'"),
             ));
         };
+        drop(vh);
         let x = Exchange {
             name: name.to_string(),
             kind,
@@ -793,11 +884,13 @@ impl Server {
             internal,
             bindings: Vec::new(),
         };
+        // Durable before it is visible (and before declare-ok); routing goes on meanwhile.
         self.persist_exchange(&x)?;
-        vh.exchanges.insert(name.to_string(), x);
+        self.vhost.lock().exchanges.insert(name.to_string(), x);
         Ok(())
     }
 
+    /// exchange.delete. Blocking (writes the metadata log).
     pub fn delete_exchange(&self, name: &str, if_unused: bool) -> AResult<()> {
         if name.is_empty() || name.starts_with("amq.") {
             return Err(AmqpError::new(
@@ -805,6 +898,7 @@ impl Server {
                 format!("cannot delete exchange '{name}'"),
             ));
         }
+        let _writes = self.meta_writes.lock();
         let mut vh = self.vhost.lock();
         let Some(x) = vh.exchanges.get(name) else {
             return Err(AmqpError::new(
@@ -842,6 +936,7 @@ impl Server {
             .map_err(storage_err)
     }
 
+    /// queue.bind / exchange.bind (or unbind). Blocking (writes the metadata log).
     pub fn bind(
         &self,
         source: &str,
@@ -850,6 +945,7 @@ impl Server {
         arguments: &FieldTable,
         unbind: bool,
     ) -> AResult<()> {
+        let _writes = self.meta_writes.lock();
         let mut vh = self.vhost.lock();
         if source.is_empty() {
             return Err(AmqpError::new(
@@ -972,7 +1068,8 @@ impl Server {
 
     // ---- queues ----------------------------------------------------------------------------
 
-    /// queue.declare; returns the queue (created or existing).
+    /// queue.declare; returns the queue (created or existing). Blocking (a new queue is
+    /// written to the metadata log and gets a topic): call on a blocking thread.
     pub fn declare_queue(
         self: &Arc<Self>,
         name: &str,
@@ -983,6 +1080,7 @@ impl Server {
         args: &FieldTable,
         conn_id: u64,
     ) -> AResult<Arc<Queue>> {
+        let _writes = self.meta_writes.lock();
         let existing = self.vhost.lock().queues.get(name).cloned();
         if let Some(q) = existing {
             if q.owner.is_some_and(|o| o != conn_id) {
@@ -1068,8 +1166,10 @@ impl Server {
         Ok(q)
     }
 
-    /// Deletes a queue, its bindings and its topic; returns the messages it held.
+    /// Deletes a queue, its bindings and its topic; returns the messages it held. Blocking
+    /// (metadata log, topic files): call on a blocking thread.
     pub fn delete_queue(&self, name: &str, if_unused: bool, if_empty: bool) -> AResult<u32> {
+        let _writes = self.meta_writes.lock();
         let mut vh = self.vhost.lock();
         let Some(q) = vh.queues.get(name).cloned() else {
             return Ok(0);
@@ -1133,7 +1233,7 @@ impl Server {
         Ok(u32::try_from(count).unwrap_or(u32::MAX))
     }
 
-    /// Deletes the exclusive queues of a closed connection.
+    /// Deletes the exclusive queues of a closed connection. Blocking (see `delete_queue`).
     pub fn connection_closed(&self, conn_id: u64) {
         let owned: Vec<String> = self
             .vhost
@@ -1170,9 +1270,9 @@ impl Server {
         Ok(())
     }
 
-    /// Removes a consumer, returning its unacked messages to the queue when `requeue`; an
-    /// auto-delete queue whose last consumer left is deleted.
-    pub fn remove_consumer(&self, q: &Arc<Queue>, consumer: ConsumerId) {
+    /// Removes a consumer; an auto-delete queue whose last consumer left is deleted (on a
+    /// blocking thread, after this returns).
+    pub fn remove_consumer(self: &Arc<Self>, q: &Arc<Queue>, consumer: ConsumerId) {
         let now = conflux_broker::now_ms();
         let delete = {
             let mut inner = q.inner.lock();
@@ -1183,7 +1283,11 @@ impl Server {
         };
         q.last_used_ms.store(now, Ordering::Relaxed);
         if delete {
-            let _ = self.delete_queue(&q.def.name, false, false);
+            let server = self.clone();
+            let name = q.def.name.clone();
+            tokio::task::spawn_blocking(move || {
+                let _ = server.delete_queue(&name, false, false);
+            });
         }
     }
 
@@ -1261,6 +1365,7 @@ impl Server {
                 timestamp: conflux_broker::now_ms(),
                 confirm: None,
                 refused: false,
+                credit: None,
             }));
         }
     }
@@ -1335,7 +1440,7 @@ impl Server {
                     topic: q.def.topic.clone(),
                     durable: q.def.durable,
                     queue_type: format!("{:?}", q.def.args.queue_type).to_lowercase(),
-                    ready: s.ready,
+                    ready: s.ready + s.not_loaded,
                     unacked: s.unacked,
                     delayed: s.delayed,
                     bytes: s.bytes,
@@ -1363,6 +1468,7 @@ impl Server {
             queues,
             connections: self.live.connections.load(Ordering::Relaxed),
             channels: self.live.channels.load(Ordering::Relaxed),
+            blocked_connections: self.live.blocked.load(Ordering::Relaxed),
         }
     }
 
@@ -1492,6 +1598,30 @@ fn deliver_arc(queue: &Arc<Queue>, c: &Arc<Consumer>, d: &subscription::Delivery
     ch.conn.send(frames);
 }
 
+/// Reads the queue's log at its subscription's cursor on a blocking thread, when the
+/// subscription has room and records past its cursor.
+pub async fn load_queue_log(queue: &Arc<Queue>, now: i64) {
+    let Some(p) = queue.topic.partition(0) else {
+        return;
+    };
+    if !queue
+        .inner
+        .lock()
+        .sub
+        .needs_log_read(p.log.high_watermark())
+    {
+        return;
+    }
+    let q = queue.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        let mut inner = q.inner.lock();
+        if let Err(e) = inner.sub.load_from_log(&p.log, 1 << 20, now) {
+            tracing::warn!(queue = %q.def.name, error = %e, "reading queue log");
+        }
+    })
+    .await;
+}
+
 /// The delivery pump of one queue: hands ready messages to consumers with credit, runs the
 /// subscription's timers, reads records other protocols appended, routes dead letters and
 /// checkpoints the subscription state (batched, at most every 100 ms).
@@ -1509,19 +1639,15 @@ async fn run_pump(server: Arc<Server>, queue: Arc<Queue>) {
         // log once the gap has lasted a moment (a publisher's offer usually closes it).
         if let Some(p) = &partition {
             let log_end = p.log.high_watermark();
-            let needs = queue.inner.lock().sub.needs_log_read(log_end);
+            let (needs, spilled) = {
+                let inner = queue.inner.lock();
+                (inner.sub.needs_log_read(log_end), inner.sub.spilled())
+            };
             if needs {
                 let since = *gap_since.get_or_insert_with(tokio::time::Instant::now);
-                if first || since.elapsed() >= Duration::from_millis(20) {
-                    let p = p.clone();
-                    let q = queue.clone();
-                    let _ = tokio::task::spawn_blocking(move || {
-                        let mut inner = q.inner.lock();
-                        if let Err(e) = inner.sub.load_from_log(&p.log, 1 << 20, now) {
-                            tracing::warn!(queue = %q.def.name, error = %e, "reading queue log");
-                        }
-                    })
-                    .await;
+                // A spilled gap is never closed by an offer: read at once.
+                if first || spilled || since.elapsed() >= Duration::from_millis(20) {
+                    load_queue_log(&queue, now).await;
                     gap_since = None;
                 }
             } else {
@@ -1569,7 +1695,10 @@ async fn run_pump(server: Arc<Server>, queue: Arc<Queue>) {
         if let Some(exp) = queue.def.args.expires_ms {
             let unused = queue.inner.lock().consumers.is_empty();
             if unused && now - queue.last_used_ms.load(Ordering::Relaxed) >= exp {
-                let _ = server.delete_queue(&queue.def.name, false, false);
+                let s = server.clone();
+                let name = queue.def.name.clone();
+                let _ =
+                    tokio::task::spawn_blocking(move || s.delete_queue(&name, false, false)).await;
                 break;
             }
         }

@@ -42,6 +42,9 @@ pub struct AwsConfig {
     /// Credentials whose SigV4 signatures are accepted: (access key id, secret). Empty:
     /// requests are accepted unverified.
     pub credentials: Vec<(String, String)>,
+    /// Per queue: messages and bytes held in memory (the log is the spill) and messages in
+    /// flight at once.
+    pub queue_limits: conflux_broker::subscription::ResidentLimits,
 }
 
 impl Default for AwsConfig {
@@ -53,6 +56,7 @@ impl Default for AwsConfig {
             connections_max: 10_000,
             message_size_bytes_max: 256 * 1024,
             credentials: Vec::new(),
+            queue_limits: Default::default(),
         }
     }
 }

@@ -31,6 +31,8 @@ pub struct BrokerConfig {
     pub group_initial_rebalance_delay_ms: u64,
     /// How long committed offsets of a group without members are kept (`offsets.retention.minutes`).
     pub offsets_retention_ms: i64,
+    /// Memory and disk alarm thresholds.
+    pub alarms: crate::alarms::AlarmConfig,
 }
 
 impl BrokerConfig {
@@ -43,6 +45,7 @@ impl BrokerConfig {
             topic_defaults: BTreeMap::new(),
             group_initial_rebalance_delay_ms: 0,
             offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
+            alarms: Default::default(),
         }
     }
 }
@@ -83,6 +86,8 @@ pub struct Broker {
     pub txns: TransactionCoordinator,
     /// Ack floors of subscriptions, which retention respects.
     pub subscription_floors: crate::subscription::FloorRegistry,
+    /// Memory and disk resource alarms (checked by `run_background`).
+    pub alarms: Arc<crate::alarms::ResourceAlarms>,
 }
 
 impl Broker {
@@ -168,6 +173,10 @@ impl Broker {
         let producer_ids = ProducerIdAllocator::open(&meta_dir)?;
         let delay = std::time::Duration::from_millis(config.group_initial_rebalance_delay_ms);
         tracing::info!(topics = topics.len(), data_dir = %config.data_dir.display(), "broker opened");
+        let alarms = Arc::new(crate::alarms::ResourceAlarms::new(
+            &config.data_dir,
+            config.alarms,
+        ));
         Ok(Arc::new(Broker {
             config,
             cluster_id,
@@ -180,6 +189,7 @@ impl Broker {
             validators,
             txns,
             subscription_floors: Default::default(),
+            alarms,
         }))
     }
 
@@ -503,6 +513,7 @@ impl Broker {
             txn_broker.txns.recover(&txn_broker).await;
         }));
         let mut last_txn_check = tokio::time::Instant::now();
+        let alarms = tokio::spawn(self.alarms.clone().run());
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -539,6 +550,7 @@ impl Broker {
         if let Some(h) = txn_task {
             h.abort();
         }
+        alarms.abort();
         self.groups.shutdown();
     }
 

@@ -3,6 +3,7 @@
 //! Invariant: no wire types of any protocol appear here. Front ends translate their requests
 //! into calls on [`Broker`] and translate [`BrokerError`] back into their protocol's errors.
 
+pub mod alarms;
 pub mod broker;
 pub mod dedup;
 pub mod error;

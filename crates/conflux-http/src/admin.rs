@@ -33,8 +33,34 @@ pub fn cluster(ctx: &HttpContext) -> Reply {
             "topics": topics.iter().filter(|t| !t.internal).count(),
             "partitions": partitions,
             "groups": crate::groups::all_group_ids(b).len(),
+            "alarms": b.alarms.status(),
         }),
     ))
+}
+
+/// `GET /api/v1/alarms`: the resource alarms and what they compare.
+pub fn alarms(ctx: &HttpContext) -> Reply {
+    Ok((StatusCode::OK, json!(ctx.broker.alarms.status())))
+}
+
+/// New alarm thresholds; an absent field keeps its value, `memory_high_watermark_bytes: 0`
+/// restores the default (40 % of physical memory), `disk_free_limit_bytes: 0` disables.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetAlarmLimits {
+    memory_high_watermark_bytes: Option<u64>,
+    disk_free_limit_bytes: Option<u64>,
+}
+
+/// `PUT /api/v1/alarms`: changes the thresholds until the next restart, then re-checks.
+pub async fn set_alarms(ctx: &HttpContext, req: SetAlarmLimits) -> Reply {
+    let alarms = ctx.broker.alarms.clone();
+    alarms.set_limits(req.memory_high_watermark_bytes, req.disk_free_limit_bytes);
+    let checked = alarms.clone();
+    tokio::task::spawn_blocking(move || checked.check_disk())
+        .await
+        .map_err(|e| ApiError::internal(format!("disk check failed: {e}")))?;
+    Ok((StatusCode::OK, json!(alarms.status())))
 }
 
 pub fn list_topics(ctx: &HttpContext, query: &str) -> Reply {

@@ -39,6 +39,7 @@ pub fn render(ctx: &HttpContext) -> String {
     partitions(ctx, &mut out);
     groups(ctx, &mut out);
     storage(&mut out);
+    alarms(ctx, &mut out);
     for extra in &ctx.extra_metrics {
         extra(&mut out);
     }
@@ -213,6 +214,47 @@ fn storage(out: &mut Exposition) {
         &[("mode", "recovered")],
         i128::from(conflux_log::OPENED_RECOVERED.get()),
     );
+}
+
+/// The broker's resource alarms and what they compare.
+fn alarms(ctx: &HttpContext, out: &mut Exposition) {
+    let s = ctx.broker.alarms.status();
+    let name = "conflux_resource_alarm";
+    out.family(
+        name,
+        Kind::Gauge,
+        "1 while the resource alarm is raised (publishing connections are blocked).",
+    );
+    out.sample_int(name, &[("resource", "memory")], i128::from(s.active.memory));
+    out.sample_int(name, &[("resource", "disk")], i128::from(s.active.disk));
+    let gauges = [
+        (
+            "conflux_memory_accounted_bytes",
+            "Bytes held by queue engines and front-end buffers (what the memory alarm compares).",
+            Some(s.memory_used_bytes),
+        ),
+        (
+            "conflux_memory_high_watermark_bytes",
+            "Accounted memory at which the memory alarm is raised.",
+            Some(s.memory_high_watermark_bytes),
+        ),
+        (
+            "conflux_disk_free_bytes",
+            "Free space on the data directory's file system at the last check.",
+            s.disk_free_bytes,
+        ),
+        (
+            "conflux_disk_free_limit_bytes",
+            "Free space below which the disk alarm is raised (0: off).",
+            Some(s.disk_free_limit_bytes),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        out.family(name, Kind::Gauge, help);
+        if let Some(v) = value {
+            out.sample_int(name, &[], i128::from(v));
+        }
+    }
 }
 
 /// Resident and virtual memory and open file descriptors, from `/proc/self` (Linux only;

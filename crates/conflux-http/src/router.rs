@@ -96,6 +96,8 @@ async fn api_route(
     use Method as M;
     match (method, s.as_slice()) {
         (&M::GET, ["cluster"]) => admin::cluster(ctx),
+        (&M::GET, ["alarms"]) => admin::alarms(ctx),
+        (&M::PUT, ["alarms"]) => admin::set_alarms(ctx, read_json(body).await?).await,
         (&M::GET, ["topics"]) => admin::list_topics(ctx, query),
         (&M::POST, ["topics"]) => admin::create_topic(ctx, read_json(body).await?).await,
         (&M::GET, ["topics", t]) => admin::describe_topic(ctx, t),

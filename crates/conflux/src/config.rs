@@ -80,6 +80,12 @@ pub struct ServerConfig {
     pub log_level: String,
     /// How long a graceful shutdown waits for in-flight work before giving up.
     pub shutdown_timeout_ms: u64,
+    /// Memory alarm: accounted bytes (queue engines + front-end buffers) at which publishers
+    /// are blocked; 0 = 40 % of physical memory.
+    pub memory_high_watermark_bytes: u64,
+    /// Disk alarm: free space on the data dir's file system below which publishers are
+    /// blocked (RabbitMQ's `disk_free_limit`); 0 disables.
+    pub disk_free_limit_bytes: u64,
 }
 
 impl Default for ServerConfig {
@@ -90,6 +96,8 @@ impl Default for ServerConfig {
             log_format: LogFormat::Human,
             log_level: "info".to_owned(),
             shutdown_timeout_ms: 10_000,
+            memory_high_watermark_bytes: 0,
+            disk_free_limit_bytes: 50_000_000,
         }
     }
 }
@@ -226,6 +234,14 @@ pub struct AmqpConfig {
     /// ms; 0 redelivers at once.
     pub redelivery_backoff_base_ms: u64,
     pub redelivery_backoff_max_ms: u64,
+    /// Per queue: messages held in memory; beyond it the queue's log is the spill.
+    pub queue_resident_messages_max: u64,
+    /// Per queue: bytes held in memory.
+    pub queue_resident_bytes_max: u64,
+    /// Per queue: deliveries unacked at once (then delivery pauses until acks arrive).
+    pub queue_unacked_max: u64,
+    /// Per connection: publish bytes read but not yet stored before reading pauses.
+    pub publish_in_flight_bytes_max: u64,
     /// Where to serve the RabbitMQ management HTTP API subset (RabbitMQ uses port 15672);
     /// off when unset.
     pub management_listen: Option<SocketAddr>,
@@ -245,6 +261,10 @@ impl Default for AmqpConfig {
             users: BTreeMap::new(),
             redelivery_backoff_base_ms: 0,
             redelivery_backoff_max_ms: 60_000,
+            queue_resident_messages_max: 100_000,
+            queue_resident_bytes_max: 64 * MIB,
+            queue_unacked_max: 50_000,
+            publish_in_flight_bytes_max: 16 * MIB,
             management_listen: None,
         }
     }
@@ -293,6 +313,12 @@ pub struct AwsConfig {
     pub advertised_host: String,
     /// SigV4 credentials accepted (access key id = secret); empty: requests are not verified.
     pub credentials: BTreeMap<String, String>,
+    /// Per SQS queue: messages held in memory; beyond it the queue's log is the spill.
+    pub queue_resident_messages_max: u64,
+    /// Per SQS queue: bytes held in memory.
+    pub queue_resident_bytes_max: u64,
+    /// Per SQS queue: messages in flight (received, not deleted) at once.
+    pub queue_unacked_max: u64,
 }
 
 impl Default for AwsConfig {
@@ -304,6 +330,9 @@ impl Default for AwsConfig {
             region: "us-east-1".to_owned(),
             advertised_host: String::new(),
             credentials: BTreeMap::new(),
+            queue_resident_messages_max: 100_000,
+            queue_resident_bytes_max: 64 * MIB,
+            queue_unacked_max: 50_000,
         }
     }
 }
@@ -367,6 +396,8 @@ const KEYS: &[(&str, Kind)] = &[
     ("server.log_format", Kind::Str),
     ("server.log_level", Kind::Str),
     ("server.shutdown_timeout_ms", Kind::Int),
+    ("server.memory_high_watermark_bytes", Kind::Int),
+    ("server.disk_free_limit_bytes", Kind::Int),
     ("kafka.enabled", Kind::Bool),
     ("kafka.listen", Kind::Str),
     ("kafka.advertised_host", Kind::Str),
@@ -391,6 +422,10 @@ const KEYS: &[(&str, Kind)] = &[
     ("amqp.guest_enabled", Kind::Bool),
     ("amqp.redelivery_backoff_base_ms", Kind::Int),
     ("amqp.redelivery_backoff_max_ms", Kind::Int),
+    ("amqp.queue_resident_messages_max", Kind::Int),
+    ("amqp.queue_resident_bytes_max", Kind::Int),
+    ("amqp.queue_unacked_max", Kind::Int),
+    ("amqp.publish_in_flight_bytes_max", Kind::Int),
     ("amqp.management_listen", Kind::Str),
     ("nats.enabled", Kind::Bool),
     ("nats.listen", Kind::Str),
@@ -404,6 +439,9 @@ const KEYS: &[(&str, Kind)] = &[
     ("aws.account_id", Kind::Str),
     ("aws.region", Kind::Str),
     ("aws.advertised_host", Kind::Str),
+    ("aws.queue_resident_messages_max", Kind::Int),
+    ("aws.queue_resident_bytes_max", Kind::Int),
+    ("aws.queue_unacked_max", Kind::Int),
     ("registry.enabled", Kind::Bool),
     ("registry.listen", Kind::Str),
     ("http.enabled", Kind::Bool),
@@ -591,6 +629,35 @@ impl Config {
         if k.advertised_port == Some(0) {
             return Err(invalid("kafka.advertised_port", 0, "must be > 0"));
         }
+        let queue_limits = [
+            (
+                "amqp.queue_resident_messages_max",
+                self.amqp.queue_resident_messages_max,
+            ),
+            (
+                "amqp.queue_resident_bytes_max",
+                self.amqp.queue_resident_bytes_max,
+            ),
+            ("amqp.queue_unacked_max", self.amqp.queue_unacked_max),
+            (
+                "amqp.publish_in_flight_bytes_max",
+                self.amqp.publish_in_flight_bytes_max,
+            ),
+            (
+                "aws.queue_resident_messages_max",
+                self.aws.queue_resident_messages_max,
+            ),
+            (
+                "aws.queue_resident_bytes_max",
+                self.aws.queue_resident_bytes_max,
+            ),
+            ("aws.queue_unacked_max", self.aws.queue_unacked_max),
+        ];
+        for (key, value) in queue_limits {
+            if value == 0 {
+                return Err(invalid(key, 0, "must be > 0"));
+            }
+        }
         if self.amqp.frame_max_bytes < 4096 {
             return Err(invalid(
                 "amqp.frame_max_bytes",
@@ -680,6 +747,11 @@ impl Config {
         c.num_partitions = self.kafka.num_partitions;
         c.group_initial_rebalance_delay_ms = self.kafka.group_initial_rebalance_delay_ms;
         c.topic_defaults = topic_defaults;
+        c.alarms = conflux_broker::alarms::AlarmConfig {
+            memory_high_watermark_bytes: self.server.memory_high_watermark_bytes,
+            disk_free_limit_bytes: self.server.disk_free_limit_bytes,
+            ..Default::default()
+        };
         c
     }
 

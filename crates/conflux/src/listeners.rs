@@ -204,6 +204,12 @@ fn amqp_listener_config(config: &Config) -> conflux_amqp::AmqpConfig {
         connections_max: a.connections_max as usize,
         redelivery_backoff_base_ms: a.redelivery_backoff_base_ms,
         redelivery_backoff_max_ms: a.redelivery_backoff_max_ms,
+        queue_limits: conflux_broker::subscription::ResidentLimits {
+            messages_max: a.queue_resident_messages_max,
+            bytes_max: a.queue_resident_bytes_max,
+            unacked_max: a.queue_unacked_max,
+        },
+        publish_in_flight_bytes_max: a.publish_in_flight_bytes_max,
     }
 }
 
@@ -219,6 +225,11 @@ fn aws_listener_config(config: &Config) -> conflux_aws::AwsConfig {
             .iter()
             .map(|(k, s)| (k.clone(), s.clone()))
             .collect(),
+        queue_limits: conflux_broker::subscription::ResidentLimits {
+            messages_max: a.queue_resident_messages_max,
+            bytes_max: a.queue_resident_bytes_max,
+            unacked_max: a.queue_unacked_max,
+        },
         ..conflux_aws::AwsConfig::default()
     }
 }

@@ -82,6 +82,13 @@ fn render_amqp(server: &conflux_amqp::Server, out: &mut Exposition) {
     );
     single(
         out,
+        "conflux_amqp_connections_blocked",
+        g,
+        "AMQP connections not read from because they published during a resource alarm.",
+        c.blocked_connections,
+    );
+    single(
+        out,
         "conflux_amqp_exchanges",
         g,
         "Declared AMQP exchanges.",

@@ -142,12 +142,13 @@ impl Queue {
             .partition(0)
             .map(|p| p.log.log_start_offset())
             .unwrap_or(0);
-        let sub = Subscription::open(
+        let mut sub = Subscription::open(
             sub_config(&def.attributes),
             Some(sqs.state_path(&name)),
             log_start,
         )
         .map_err(|e| AwsError::internal(format!("storage error: {e}")))?;
+        sub.set_limits(sqs.config.queue_limits);
         let q = Arc::new(Queue {
             arn: sqs.arn(&name),
             name,
@@ -565,7 +566,8 @@ impl Queue {
     /// Approximate counts: (visible, in flight, delayed).
     pub fn counts(&self) -> (u64, u64, u64) {
         let s = self.inner.lock().sub.stats();
-        (s.ready, s.unacked, s.delayed)
+        // Messages spilled to the log (not loaded yet) are visible too.
+        (s.ready + s.not_loaded, s.unacked, s.delayed)
     }
 }
 
@@ -623,14 +625,15 @@ async fn run_pump(sqs: Arc<Sqs>, queue: Arc<Queue>) {
     while !queue.deleted.load(Ordering::SeqCst) {
         let now = conflux_broker::now_ms();
         if let Some(p) = &partition {
-            let needs = queue
-                .inner
-                .lock()
-                .sub
-                .needs_log_read(p.log.high_watermark());
+            let (needs, spilled) = {
+                let inner = queue.inner.lock();
+                let needs = inner.sub.needs_log_read(p.log.high_watermark());
+                (needs, inner.sub.spilled())
+            };
             if needs {
                 let since = *gap_since.get_or_insert_with(tokio::time::Instant::now);
-                if first || since.elapsed() >= Duration::from_millis(20) {
+                // A gap left by offers dropped for lack of room is never closed by an offer.
+                if first || spilled || since.elapsed() >= Duration::from_millis(20) {
                     let p = p.clone();
                     let q = queue.clone();
                     let _ = tokio::task::spawn_blocking(move || {
