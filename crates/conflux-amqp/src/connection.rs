@@ -64,7 +64,7 @@ struct Conn {
     channel_max: u16,
     frame_max: u32,
     pipe: mpsc::UnboundedSender<PipelineItem>,
-    /// A publish frame was read since the last flow-control check.
+    /// A message was published since the last flow-control check.
     published: bool,
 }
 
@@ -653,9 +653,6 @@ impl Conn {
 
     /// Handles one frame; `Ok(false)` ends the connection cleanly.
     async fn on_frame(&mut self, f: frame::RawFrame) -> Result<bool, MethodError> {
-        if f.kind == FRAME_HEADER || f.kind == FRAME_BODY {
-            self.published = true;
-        }
         match f.kind {
             FRAME_HEARTBEAT => Ok(true),
             frame::FRAME_METHOD => {
@@ -776,6 +773,8 @@ impl Conn {
             .as_ref()
             .is_some_and(|(h, _)| p.body.len() as u64 == h.body_size);
         if complete {
+            // Blocking (on an alarm) happens between messages, after this one is in.
+            self.published = true;
             let p = ch.pending.take().unwrap_or_else(unreachable_pending);
             if let Err(e) = self.finish_publish(f.channel, p) {
                 if e.is_hard() {
