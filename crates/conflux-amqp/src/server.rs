@@ -797,7 +797,12 @@ impl Server {
             sub_cfg = SubscriptionConfig::default();
         }
         let mut sub = Subscription::open(sub_cfg, state_path, log_start).map_err(storage_err)?;
-        sub.set_limits(self.config.queue_limits);
+        let mut limits = self.config.queue_limits;
+        if def.args.queue_type == QueueType::Stream {
+            // Nothing is delivered from it: its length counts the log, nothing need be held.
+            limits.messages_max = 1;
+        }
+        sub.set_limits(limits);
         let queue = Arc::new(Queue {
             id: self.next_id(),
             topic,
