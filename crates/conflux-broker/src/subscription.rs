@@ -261,6 +261,8 @@ pub type ConsumerId = u64;
 #[derive(Debug, Clone)]
 struct Entry {
     msg: Arc<Message>,
+    /// `msg.memory_bytes()`, computed once.
+    memory: u64,
     priority: u8,
     expires_at: Option<i64>,
     deliveries: u32,
@@ -778,6 +780,7 @@ impl Subscription {
             .map(|d| msg.timestamp.saturating_add(d));
         let deliveries = self.restored_deliveries.remove(&msg.offset).unwrap_or(0);
         let entry = Entry {
+            memory: msg.memory_bytes(),
             msg: Arc::new(msg),
             priority,
             expires_at,
@@ -864,7 +867,7 @@ impl Subscription {
     }
 
     fn add_counted(&mut self, e: &Entry) {
-        let memory = e.msg.memory_bytes();
+        let memory = e.memory;
         self.count += 1;
         self.bytes += e.msg.size_bytes();
         self.memory += memory;
@@ -872,7 +875,7 @@ impl Subscription {
     }
 
     fn remove_counted(&mut self, e: &Entry) {
-        let memory = e.msg.memory_bytes().min(self.memory);
+        let memory = e.memory.min(self.memory);
         self.count = self.count.saturating_sub(1);
         self.bytes = self.bytes.saturating_sub(e.msg.size_bytes());
         self.memory -= memory;
