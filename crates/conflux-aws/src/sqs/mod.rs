@@ -8,6 +8,7 @@
 
 pub mod actions;
 pub mod attrs;
+pub mod messages;
 pub mod moves;
 pub mod queue;
 

@@ -204,10 +204,9 @@ impl Queue {
         if m.body.is_empty() {
             return Err(AwsError::missing_parameter("MessageBody"));
         }
-        if let Some(bad) = m
-            .body
-            .chars()
-            .find(|c| !message::valid_chars(&c.to_string()))
+        if let Some(bad) = (!message::valid_chars(&m.body))
+            .then(|| m.body.chars().find(|c| !message::valid_char(*c)))
+            .flatten()
         {
             return Err(AwsError::invalid_message_contents(format!(
                 "Invalid binary character '#x{:X}' was found in the message body, the set of allowed characters is available at https://www.w3.org/TR/REC-xml/#charsets",
