@@ -42,6 +42,8 @@ pub struct AwsConfig {
     /// Credentials whose SigV4 signatures are accepted: (access key id, secret). Empty:
     /// requests are accepted unverified.
     pub credentials: Vec<(String, String)>,
+    /// A PEM file of extra CA certificates trusted for SNS `https` deliveries.
+    pub sns_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for AwsConfig {
@@ -53,6 +55,7 @@ impl Default for AwsConfig {
             connections_max: 10_000,
             message_size_bytes_max: 256 * 1024,
             credentials: Vec::new(),
+            sns_ca_file: None,
         }
     }
 }
@@ -71,8 +74,9 @@ pub async fn run(
 
 /// Opens SQS and SNS over `broker` (the caller keeps the handle for operations).
 pub fn open(broker: Arc<Broker>, config: AwsConfig) -> std::io::Result<stats::AwsHandle> {
+    let tls = sns::delivery::tls_config(config.sns_ca_file.as_deref())?;
     let sqs = sqs::Sqs::open(broker.clone(), config.clone())?;
-    let sns = sns::Sns::open(broker, sqs.clone(), config);
+    let sns = sns::Sns::open(broker, sqs.clone(), config, tls);
     Ok(stats::AwsHandle { sqs, sns })
 }
 

@@ -293,6 +293,8 @@ pub struct AwsConfig {
     pub advertised_host: String,
     /// SigV4 credentials accepted (access key id = secret); empty: requests are not verified.
     pub credentials: BTreeMap<String, String>,
+    /// PEM file of extra CA certificates trusted for SNS https deliveries; empty: none.
+    pub sns_ca_file: String,
 }
 
 impl Default for AwsConfig {
@@ -304,6 +306,7 @@ impl Default for AwsConfig {
             region: "us-east-1".to_owned(),
             advertised_host: String::new(),
             credentials: BTreeMap::new(),
+            sns_ca_file: String::new(),
         }
     }
 }
@@ -404,6 +407,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("aws.account_id", Kind::Str),
     ("aws.region", Kind::Str),
     ("aws.advertised_host", Kind::Str),
+    ("aws.sns_ca_file", Kind::Str),
     ("registry.enabled", Kind::Bool),
     ("registry.listen", Kind::Str),
     ("http.enabled", Kind::Bool),

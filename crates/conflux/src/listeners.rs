@@ -219,6 +219,7 @@ fn aws_listener_config(config: &Config) -> conflux_aws::AwsConfig {
             .iter()
             .map(|(k, s)| (k.clone(), s.clone()))
             .collect(),
+        sns_ca_file: (!a.sns_ca_file.is_empty()).then(|| a.sns_ca_file.clone().into()),
         ..conflux_aws::AwsConfig::default()
     }
 }

@@ -201,6 +201,16 @@ fn create_queue(sqs: &Arc<Sqs>, ctx: &Ctx<'_>, input: &Value) -> AwsResult<Value
             "Too many tags added for queue.",
         ));
     }
+    if let Some(t) = sqs
+        .broker
+        .topic(name)
+        .filter(|t| fifo && t.partition_count() > 1)
+    {
+        return Err(AwsError::invalid_parameter(format!(
+            "Value {name} for parameter QueueName is invalid. Reason: {name} is an existing topic with {} partitions; a FIFO queue keeps message-group order only on a single-partition topic.",
+            t.partition_count()
+        )));
+    }
     let mut attributes = attrs::defaults(fifo);
     attributes.extend(given);
     let now = conflux_broker::now_ms();
@@ -314,14 +324,16 @@ fn delete_queue(sqs: &Arc<Sqs>, input: &Value) -> AwsResult<Value> {
     let q = queue_of(sqs, input)?;
     sqs.queues.write().remove(&q.name);
     q.deleted.store(true, Ordering::SeqCst);
-    q.notify.notify_waiters();
+    q.wake_all();
     sqs.broker
         .remove_routing(&format!("aws/sqs/queue/{}", q.name))
         .map_err(|e| AwsError::internal(format!("storage error: {e}")))?;
     if let Err(e) = sqs.broker.delete_topic(&q.name) {
         tracing::warn!(queue = %q.name, error = %e, "deleting the queue's topic failed");
     }
-    let _ = std::fs::remove_file(sqs.state_path(&q.name));
+    for i in 0..q.partitions() {
+        let _ = std::fs::remove_file(sqs.state_path(&q.name, i));
+    }
     Ok(json!({}))
 }
 
@@ -418,9 +430,7 @@ fn purge_queue(sqs: &Sqs, input: &Value) -> AwsResult<Value> {
         });
     }
     inner.last_purge_ms = now;
-    inner.sub.purge();
-    inner.sub.purge_in_flight(now);
-    inner.first_receive.clear();
+    inner.purge(now);
     Ok(json!({}))
 }
 

@@ -675,9 +675,11 @@ fn message_out(q: &Queue, r: &Received, sys: &[String], names: &[String]) -> Mes
         .unwrap_or_default();
     let hs = |k: &str| m.header(k).map(|v| String::from_utf8_lossy(v).into_owned());
     let message_id = hs(hdr::MESSAGE_ID).unwrap_or_else(|| {
-        // A record another protocol produced: a stable id from the queue and offset.
+        // A record another protocol produced: a stable id from the queue, partition and
+        // offset.
         let mut b = [0u8; 16];
-        b[..8].copy_from_slice(&(q.id as i64 ^ m.timestamp).to_be_bytes());
+        let salt = q.id as i64 ^ m.timestamp ^ ((r.partition as i64) << 48);
+        b[..8].copy_from_slice(&salt.to_be_bytes());
         b[8..].copy_from_slice(&m.offset.to_be_bytes());
         uuid::Uuid::from_bytes(b).to_string()
     });
