@@ -218,17 +218,17 @@ pub fn attribute_headers(attrs: &[(String, AttrValue)], out: &mut Vec<RecordHead
     if attrs.is_empty() {
         return;
     }
-    let mut types = Map::new();
+    let mut types = std::collections::BTreeMap::new();
     for (n, v) in attrs {
         out.push(RecordHeader {
             key: n.clone(),
             value: Some(v.value.clone()),
         });
-        types.insert(n.clone(), Value::String(v.data_type.clone()));
+        types.insert(n.as_str(), v.data_type.as_str());
     }
     out.push(RecordHeader {
         key: hdr::TYPES.to_string(),
-        value: Some(Bytes::from(Value::Object(types).to_string())),
+        value: Some(Bytes::from(serde_json::to_vec(&types).unwrap_or_default())),
     });
 }
 
