@@ -109,3 +109,31 @@ def test_fifo_queue_on_a_multi_partition_topic_is_refused(conflux):
         sqs.create_queue(QueueName=name, Attributes={"FifoQueue": "true"})
     assert e.value.response["Error"]["Code"] == "InvalidParameterValue"
     assert "partitions" in e.value.response["Error"]["Message"]
+
+
+@pytest.mark.timeout(90)
+def test_partitioned_queue_state_survives_kill9(fresh_conflux):
+    name = unique("kdur")
+    create_topic(fresh_conflux.kafka, name, partitions=PARTITIONS)
+    sqs = client(fresh_conflux)
+    url = sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "600"})["QueueUrl"]
+    for i in range(4):
+        sqs.send_message_batch(QueueUrl=url, Entries=[
+            {"Id": str(j), "MessageBody": f"m{i}-{j}"} for j in range(6)])
+    everything = {f"m{i}-{j}" for i in range(4) for j in range(6)}
+    got: list[dict] = []
+    deadline = time.monotonic() + 20
+    while len(got) < 12 and time.monotonic() < deadline:
+        got += sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10,
+                                   WaitTimeSeconds=1).get("Messages", [])
+    deleted = {m["Body"] for m in got[:6]}
+    for m in got[:6]:
+        sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    time.sleep(0.5)  # the subscription checkpoints are written every 100 ms
+    fresh_conflux.kill9()
+    fresh_conflux.start()
+    sqs = client(fresh_conflux)
+    # Deleted messages stay deleted; in-flight ones (600 s visibility) are visible again.
+    after = drain(sqs, url, len(everything) - len(deleted))
+    assert sorted(m["Body"] for m in after) == sorted(everything - deleted)
+    assert "Messages" not in sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1)
