@@ -511,7 +511,9 @@ impl Queue {
                 }
             }
         }
-        let more = inner.parts.iter().any(|p| p.sub.ready_len() > 0);
+        // Pass the wake on only after progress: FIFO messages of blocked groups are ready
+        // but not receivable, and waking for them would spin.
+        let more = !out.is_empty() && inner.parts.iter().any(|p| p.sub.ready_len() > 0);
         let got = out
             .into_iter()
             .map(|(i, d)| {
@@ -530,7 +532,7 @@ impl Queue {
             .collect();
         drop(guard);
         if more {
-            // Pass the wake on: other receives may be waiting for what is left.
+            // Other receives may be waiting for what is left.
             self.wake_one();
         }
         got
