@@ -132,6 +132,18 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
                 let e = AwsError::invalid_action(&t);
                 return error_response(Protocol::Json, &e, &request_id, SQS_NS);
             };
+            if let Some(r) = crate::sqs::messages::dispatch_json(&state.sqs, action, &body).await {
+                return match r {
+                    Ok(v) => respond(
+                        StatusCode::OK,
+                        "application/x-amz-json-1.0",
+                        v,
+                        &request_id,
+                        None,
+                    ),
+                    Err(e) => error_response(Protocol::Json, &e, &request_id, SQS_NS),
+                };
+            }
             let input: Value = if body.is_empty() {
                 Value::Object(Default::default())
             } else {
@@ -153,7 +165,7 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
                 Ok(v) => respond(
                     StatusCode::OK,
                     "application/x-amz-json-1.0",
-                    v.to_string(),
+                    serde_json::to_vec(&v).unwrap_or_default(),
                     &request_id,
                     None,
                 ),
@@ -248,11 +260,11 @@ fn error_response(
 fn respond(
     status: StatusCode,
     content_type: &'static str,
-    body: String,
+    body: impl Into<Bytes>,
     request_id: &str,
     query_error: Option<String>,
 ) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
+    let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
     let h = r.headers_mut();
     h.insert(

@@ -45,6 +45,8 @@ pub struct AwsConfig {
     /// Per queue: messages and bytes held in memory (the log is the spill) and messages in
     /// flight at once.
     pub queue_limits: conflux_broker::subscription::ResidentLimits,
+    /// A PEM file of extra CA certificates trusted for SNS `https` deliveries.
+    pub sns_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for AwsConfig {
@@ -57,6 +59,7 @@ impl Default for AwsConfig {
             message_size_bytes_max: 256 * 1024,
             credentials: Vec::new(),
             queue_limits: Default::default(),
+            sns_ca_file: None,
         }
     }
 }
@@ -75,8 +78,9 @@ pub async fn run(
 
 /// Opens SQS and SNS over `broker` (the caller keeps the handle for operations).
 pub fn open(broker: Arc<Broker>, config: AwsConfig) -> std::io::Result<stats::AwsHandle> {
+    let tls = sns::delivery::tls_config(config.sns_ca_file.as_deref())?;
     let sqs = sqs::Sqs::open(broker.clone(), config.clone())?;
-    let sns = sns::Sns::open(broker, sqs.clone(), config);
+    let sns = sns::Sns::open(broker, sqs.clone(), config, tls);
     Ok(stats::AwsHandle { sqs, sns })
 }
 

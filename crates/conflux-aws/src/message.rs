@@ -56,8 +56,15 @@ pub fn md5_hex(data: &[u8]) -> String {
     hex(&Md5::digest(data))
 }
 
+/// Lower-case hex (on the hot path of every send and receive: no formatting machinery).
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 /// MD5OfMessageAttributes of `attrs` (sorted by name here).
@@ -82,9 +89,13 @@ fn put_lp(buf: &mut Vec<u8>, b: &[u8]) {
 /// Whether `s` holds only the characters SQS allows in a message:
 /// #x9 | #xA | #xD | #x20–#xD7FF | #xE000–#xFFFD | #x10000–#x10FFFF.
 pub fn valid_chars(s: &str) -> bool {
-    s.chars().all(|c| {
-        matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..='\u{10FFFF}')
-    })
+    // Printable ASCII is the common case: check it bytewise first.
+    s.bytes().all(|b| (0x20..0x7f).contains(&b)) || s.chars().all(valid_char)
+}
+
+/// Whether SQS allows character `c` in a message (see [`valid_chars`]).
+pub fn valid_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..='\u{10FFFF}')
 }
 
 /// Parses the JSON-protocol `MessageAttributes` map.
@@ -103,66 +114,73 @@ pub fn parse_attributes(v: Option<&Value>) -> AwsResult<Vec<(String, AttrValue)>
     }
     let mut out = Vec::with_capacity(map.len());
     for (name, av) in map {
-        validate_attribute_name(name)?;
-        let data_type = av.get("DataType").and_then(Value::as_str).ok_or_else(|| {
-            AwsError::invalid_parameter(format!(
-                "The message attribute '{name}' must contain non-empty message attribute type."
-            ))
-        })?;
-        let base = data_type.split('.').next().unwrap_or("");
-        if !matches!(base, "String" | "Number" | "Binary") || data_type.len() > 256 {
-            return Err(AwsError::invalid_parameter(format!(
-                "The type of message attribute '{name}' is invalid. You must use only the following supported type prefixes: Binary, Number, String."
-            )));
-        }
-        let value = if base == "Binary" {
-            let b = av
-                .get("BinaryValue")
-                .and_then(Value::as_str)
-                .ok_or_else(|| {
-                    AwsError::invalid_parameter(format!(
-                    "The message attribute '{name}' with type 'Binary' must use field 'Binary'."
-                ))
-                })?;
-            Bytes::from(
-                base64::engine::general_purpose::STANDARD
-                    .decode(b)
-                    .map_err(|_| {
-                        AwsError::invalid_parameter(format!(
-                            "The message attribute '{name}' has an invalid binary value."
-                        ))
-                    })?,
-            )
-        } else {
-            let s = av
-                .get("StringValue")
-                .and_then(Value::as_str)
-                .ok_or_else(|| {
-                    AwsError::invalid_parameter(format!(
-                    "The message attribute '{name}' with type '{base}' must use field 'String'."
-                ))
-                })?;
-            if s.is_empty() || !valid_chars(s) {
-                return Err(AwsError::invalid_parameter(format!(
-                    "The message attribute '{name}' must contain non-empty, valid message attribute value."
-                )));
-            }
-            if base == "Number" && s.trim().parse::<f64>().is_err() {
-                return Err(AwsError::invalid_parameter(format!(
-                    "Can't cast the value of message (user) attribute '{name}' to a number."
-                )));
-            }
-            Bytes::from(s.to_string())
-        };
-        out.push((
-            name.clone(),
-            AttrValue {
-                data_type: data_type.to_string(),
-                value,
-            },
-        ));
+        let value = parse_attribute(
+            name,
+            av.get("DataType").and_then(Value::as_str),
+            av.get("StringValue").and_then(Value::as_str),
+            av.get("BinaryValue").and_then(Value::as_str),
+        )?;
+        out.push((name.clone(), value));
     }
     Ok(out)
+}
+
+/// Checks one message attribute (name, `DataType`, `StringValue` / `BinaryValue`).
+pub fn parse_attribute(
+    name: &str,
+    data_type: Option<&str>,
+    string_value: Option<&str>,
+    binary_value: Option<&str>,
+) -> AwsResult<AttrValue> {
+    validate_attribute_name(name)?;
+    let data_type = data_type.ok_or_else(|| {
+        AwsError::invalid_parameter(format!(
+            "The message attribute '{name}' must contain non-empty message attribute type."
+        ))
+    })?;
+    let base = data_type.split('.').next().unwrap_or("");
+    if !matches!(base, "String" | "Number" | "Binary") || data_type.len() > 256 {
+        return Err(AwsError::invalid_parameter(format!(
+            "The type of message attribute '{name}' is invalid. You must use only the following supported type prefixes: Binary, Number, String."
+        )));
+    }
+    let value = if base == "Binary" {
+        let b = binary_value.ok_or_else(|| {
+            AwsError::invalid_parameter(format!(
+                "The message attribute '{name}' with type 'Binary' must use field 'Binary'."
+            ))
+        })?;
+        Bytes::from(
+            base64::engine::general_purpose::STANDARD
+                .decode(b)
+                .map_err(|_| {
+                    AwsError::invalid_parameter(format!(
+                        "The message attribute '{name}' has an invalid binary value."
+                    ))
+                })?,
+        )
+    } else {
+        let s = string_value.ok_or_else(|| {
+            AwsError::invalid_parameter(format!(
+                "The message attribute '{name}' with type '{base}' must use field 'String'."
+            ))
+        })?;
+        if s.is_empty() || !valid_chars(s) {
+            return Err(AwsError::invalid_parameter(format!(
+                "The message attribute '{name}' must contain non-empty, valid message attribute value."
+            )));
+        }
+        if base == "Number" && s.trim().parse::<f64>().is_err() {
+            return Err(AwsError::invalid_parameter(format!(
+                "Can't cast the value of message (user) attribute '{name}' to a number."
+            )));
+        }
+        Bytes::from(s.to_string())
+    };
+    Ok(AttrValue {
+        data_type: data_type.to_string(),
+        value,
+    })
 }
 
 fn validate_attribute_name(name: &str) -> AwsResult<()> {
@@ -200,17 +218,17 @@ pub fn attribute_headers(attrs: &[(String, AttrValue)], out: &mut Vec<RecordHead
     if attrs.is_empty() {
         return;
     }
-    let mut types = Map::new();
+    let mut types = std::collections::BTreeMap::new();
     for (n, v) in attrs {
         out.push(RecordHeader {
             key: n.clone(),
             value: Some(v.value.clone()),
         });
-        types.insert(n.clone(), Value::String(v.data_type.clone()));
+        types.insert(n.as_str(), v.data_type.as_str());
     }
     out.push(RecordHeader {
         key: hdr::TYPES.to_string(),
-        value: Some(Bytes::from(Value::Object(types).to_string())),
+        value: Some(Bytes::from(serde_json::to_vec(&types).unwrap_or_default())),
     });
 }
 

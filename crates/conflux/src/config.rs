@@ -319,6 +319,8 @@ pub struct AwsConfig {
     pub queue_resident_bytes_max: u64,
     /// Per SQS queue: messages in flight (received, not deleted) at once.
     pub queue_unacked_max: u64,
+    /// PEM file of extra CA certificates trusted for SNS https deliveries; empty: none.
+    pub sns_ca_file: String,
 }
 
 impl Default for AwsConfig {
@@ -333,6 +335,7 @@ impl Default for AwsConfig {
             queue_resident_messages_max: 100_000,
             queue_resident_bytes_max: 64 * MIB,
             queue_unacked_max: 50_000,
+            sns_ca_file: String::new(),
         }
     }
 }
@@ -442,6 +445,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("aws.queue_resident_messages_max", Kind::Int),
     ("aws.queue_resident_bytes_max", Kind::Int),
     ("aws.queue_unacked_max", Kind::Int),
+    ("aws.sns_ca_file", Kind::Str),
     ("registry.enabled", Kind::Bool),
     ("registry.listen", Kind::Str),
     ("http.enabled", Kind::Bool),

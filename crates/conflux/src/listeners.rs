@@ -230,6 +230,7 @@ fn aws_listener_config(config: &Config) -> conflux_aws::AwsConfig {
             bytes_max: a.queue_resident_bytes_max,
             unacked_max: a.queue_unacked_max,
         },
+        sns_ca_file: (!a.sns_ca_file.is_empty()).then(|| a.sns_ca_file.clone().into()),
         ..conflux_aws::AwsConfig::default()
     }
 }

@@ -1,14 +1,17 @@
-//! SNS over the query protocol: topics, subscriptions (`sqs`, and `http` with the
+//! SNS over the query protocol: topics, subscriptions (`sqs`, and `http`/`https` with the
 //! SubscriptionConfirmation handshake), publishing with filter policies, raw or enveloped
-//! delivery into SQS queues, and HTTP deliveries retried with backoff.
+//! delivery into SQS queues, HTTP(S) deliveries retried by delivery policy, and
+//! subscription dead-letter queues (`redrive`).
 //!
 //! Topics and subscriptions are routing metadata `aws/sns/topic/<name>` and
 //! `aws/sns/sub/<id>` in the broker's metadata log.
 
 pub mod delivery;
 pub mod filter;
+pub mod redrive;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use base64::Engine;
@@ -87,6 +90,10 @@ pub struct Sns {
     pub host: parking_lot::Mutex<String>,
     /// Messages published per topic name since start (for `/metrics`).
     published: RwLock<HashMap<String, std::sync::atomic::AtomicU64>>,
+    /// TLS client settings for `https` endpoints.
+    pub tls: Arc<tokio_rustls::rustls::ClientConfig>,
+    /// HTTP(S) deliveries in progress (bounded by `delivery::DELIVERIES_MAX`).
+    pub deliveries: AtomicUsize,
 }
 
 type P = BTreeMap<String, String>;
@@ -143,7 +150,12 @@ fn message_attributes(node: Option<&Value>) -> AwsResult<Vec<(String, AttrValue)
 }
 
 impl Sns {
-    pub fn open(broker: Arc<conflux_broker::Broker>, sqs: Arc<Sqs>, config: AwsConfig) -> Arc<Sns> {
+    pub fn open(
+        broker: Arc<conflux_broker::Broker>,
+        sqs: Arc<Sqs>,
+        config: AwsConfig,
+        tls: Arc<tokio_rustls::rustls::ClientConfig>,
+    ) -> Arc<Sns> {
         let mut topics = BTreeMap::new();
         for (_, v) in broker.routing_entries("aws/sns/topic/") {
             if let Ok(t) = serde_json::from_value::<TopicDef>(v) {
@@ -163,7 +175,25 @@ impl Sns {
             subs: RwLock::new(subs),
             host: parking_lot::Mutex::new("localhost:9324".to_string()),
             published: RwLock::new(HashMap::new()),
+            tls,
+            deliveries: AtomicUsize::new(0),
         })
+    }
+
+    /// Whether subscription `arn` still exists (retries stop when it is gone).
+    pub fn subscribed(&self, arn: &str) -> bool {
+        self.subs.read().contains_key(arn)
+    }
+
+    /// The `DeliveryPolicy` attribute of the topic `arn` names.
+    pub fn topic_delivery_policy(&self, arn: &str) -> Option<String> {
+        let name = arn.rsplit(':').next()?;
+        self.topics
+            .read()
+            .get(name)?
+            .attributes
+            .get("DeliveryPolicy")
+            .cloned()
     }
 
     /// A topic's ARN by name.
@@ -284,6 +314,13 @@ impl Sns {
                 let name = self.topic_name(req(p, "TopicArn")?)?.to_string();
                 let k = req(p, "AttributeName")?.to_string();
                 let v = p.get("AttributeValue").cloned().unwrap_or_default();
+                if k == "DeliveryPolicy" {
+                    delivery::validate_delivery_policy(&v).map_err(|e| {
+                        AwsError::invalid_parameter_sns(format!(
+                            "Invalid parameter: DeliveryPolicy: {e}"
+                        ))
+                    })?;
+                }
                 if !matches!(
                     k.as_str(),
                     "DisplayName"
@@ -499,7 +536,12 @@ impl Sns {
         let s = {
             let mut subs = self.subs.write();
             let s = subs.get_mut(arn).ok_or_else(|| not_found("Subscription"))?;
-            if v.is_empty() && k == "FilterPolicy" {
+            if v.is_empty()
+                && matches!(
+                    k.as_str(),
+                    "FilterPolicy" | "RedrivePolicy" | "DeliveryPolicy"
+                )
+            {
                 s.attributes.remove(&k);
             } else {
                 s.attributes.insert(k, v);
@@ -591,7 +633,7 @@ impl Sns {
         Ok(String::new())
     }
 
-    async fn publish(&self, p: &P) -> AwsResult<String> {
+    async fn publish(self: &Arc<Self>, p: &P) -> AwsResult<String> {
         let t = tree(p);
         let arn = p
             .get("TopicArn")
@@ -613,7 +655,7 @@ impl Sns {
         Ok(format!("<MessageId>{id}</MessageId>{seq}"))
     }
 
-    async fn publish_batch(&self, p: &P) -> AwsResult<String> {
+    async fn publish_batch(self: &Arc<Self>, p: &P) -> AwsResult<String> {
         let arn = req(p, "TopicArn")?.to_string();
         self.topic_name(&arn)?;
         let t = tree(p);
@@ -674,7 +716,11 @@ impl Sns {
     }
 
     /// Publishes one message to every matching subscription; returns (message id, sequence).
-    async fn publish_one(&self, arn: &str, e: PublishEntry) -> AwsResult<(String, Option<String>)> {
+    async fn publish_one(
+        self: &Arc<Self>,
+        arn: &str,
+        e: PublishEntry,
+    ) -> AwsResult<(String, Option<String>)> {
         let name = self.topic_name(arn)?.to_string();
         let topic = self
             .topics
@@ -731,53 +777,78 @@ impl Sns {
                 &message,
                 &self.unsubscribe_url(&s.arn),
             );
-            match s.protocol.as_str() {
-                "sqs" => {
-                    let Ok(q) = self.sqs.queue_by_arn(&s.endpoint) else {
-                        tracing::warn!(sub = %s.arn, "SNS subscription queue is gone");
-                        continue;
-                    };
-                    let out = Outgoing {
-                        body: if raw {
-                            message.clone()
-                        } else {
-                            envelope.to_string()
-                        },
-                        attrs: if raw { e.attrs.clone() } else { Vec::new() },
-                        delay_s: None,
-                        group: if q.fifo { e.group.clone() } else { None },
-                        dedup: if q.fifo { dedup.clone() } else { None },
-                        trace: None,
-                        extra: Vec::new(),
-                        message_id: None,
-                    };
-                    for r in q.send(vec![out]).await {
-                        match r {
-                            Ok(sent) => {
-                                if sent.sequence.is_some() {
-                                    seq = sent.sequence;
-                                }
-                            }
-                            Err(err) => {
-                                tracing::warn!(sub = %s.arn, error = %err.message, "SNS delivery to SQS failed")
-                            }
-                        }
-                    }
+            let failure = redrive::Failure {
+                body: if raw {
+                    message.clone()
+                } else {
+                    envelope.to_string()
+                },
+                attrs: if raw { e.attrs.clone() } else { Vec::new() },
+                group: e.group.clone(),
+                dedup: dedup.clone(),
+            };
+            if s.protocol == "sqs" {
+                if let Some(sequence) = self.deliver_sqs(&s, failure).await {
+                    seq = Some(sequence);
                 }
-                _ => {
-                    let body = if raw {
-                        message.clone()
-                    } else {
-                        envelope.to_string()
-                    };
-                    delivery::deliver_http(s.clone(), body, "Notification", message_id.clone());
-                }
+            } else {
+                let body = failure.body.clone();
+                delivery::deliver_http(
+                    self.clone(),
+                    s.clone(),
+                    body,
+                    "Notification",
+                    message_id.clone(),
+                    Some(failure),
+                );
             }
         }
         if fifo && seq.is_none() {
             seq = Some(format!("{:020}", conflux_broker::now_ms()));
         }
         Ok((message_id, seq))
+    }
+
+    /// Delivers into an SQS subscription's queue; a client error (queue gone, message
+    /// refused) sends the message to the subscription's dead-letter queue instead. Returns
+    /// the FIFO sequence number.
+    async fn deliver_sqs(&self, s: &SubDef, f: redrive::Failure) -> Option<String> {
+        let Ok(q) = self.sqs.queue_by_arn(&s.endpoint) else {
+            self.dead_letter(
+                s,
+                f,
+                "404",
+                "AWS.SimpleQueueService.NonExistentQueue: the subscribed queue does not exist",
+            )
+            .await;
+            return None;
+        };
+        let mut out = Outgoing {
+            body: f.body.clone(),
+            attrs: f.attrs.clone(),
+            delay_s: None,
+            group: if q.fifo { f.group.clone() } else { None },
+            dedup: if q.fifo { f.dedup.clone() } else { None },
+            trace: None,
+            extra: Vec::new(),
+            message_id: None,
+        };
+        if let Err(err) = q.check(&mut out) {
+            let message = format!("{}: {}", err.code, err.message);
+            self.dead_letter(s, f, &err.status.to_string(), &message)
+                .await;
+            return None;
+        }
+        let mut seq = None;
+        for r in q.send(vec![out]).await {
+            match r {
+                Ok(sent) => seq = sent.sequence,
+                Err(err) => {
+                    tracing::warn!(sub = %s.arn, error = %err.message, "SNS delivery to SQS failed")
+                }
+            }
+        }
+        seq
     }
 
     fn unsubscribe_url(&self, sub_arn: &str) -> String {
@@ -863,7 +934,13 @@ fn check_sub_attribute(k: &str, v: &str) -> AwsResult<()> {
         "FilterPolicy" => filter::validate(v).map(|_| ()).map_err(|e| {
             AwsError::invalid_parameter_sns(format!("Invalid parameter: FilterPolicy: {e}"))
         }),
-        "RedrivePolicy" | "DeliveryPolicy" | "SubscriptionRoleArn" => Ok(()),
+        "RedrivePolicy" => redrive::validate_redrive_policy(v).map_err(|e| {
+            AwsError::invalid_parameter_sns(format!("Invalid parameter: RedrivePolicy: {e}"))
+        }),
+        "DeliveryPolicy" => delivery::validate_delivery_policy(v).map_err(|e| {
+            AwsError::invalid_parameter_sns(format!("Invalid parameter: DeliveryPolicy: {e}"))
+        }),
+        "SubscriptionRoleArn" => Ok(()),
         _ => Err(AwsError::invalid_parameter_sns(format!(
             "Invalid parameter: AttributeName {k}"
         ))),

@@ -1,20 +1,19 @@
 //! SQS actions over the JSON 1.0 shapes (the query protocol is translated to and from these
 //! shapes in `query`). Each takes the request object and returns the response object.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use base64::Engine;
 use serde_json::{json, Map, Value};
 
 use super::attrs;
+use super::messages;
 use super::moves;
-use super::queue::{Outgoing, Queue, QueueDef, Received};
+use super::queue::{Queue, QueueDef};
 use super::Sqs;
 use crate::error::{AwsError, AwsResult};
-use crate::message::{self, hdr, AttrValue};
 
 /// Entries per batch request.
 pub const BATCH_ENTRIES_MAX: usize = 10;
@@ -46,15 +45,15 @@ pub async fn dispatch(
         "GetQueueAttributes" => get_queue_attributes(sqs, input),
         "SetQueueAttributes" => set_queue_attributes(sqs, input),
         "PurgeQueue" => purge_queue(sqs, input),
-        "SendMessage" => send_message(sqs, input).await,
-        "SendMessageBatch" => send_message_batch(sqs, input).await,
-        "ReceiveMessage" => receive_message(sqs, input).await,
+        "SendMessage" => messages::send_message(sqs, input).await,
+        "SendMessageBatch" => messages::send_message_batch(sqs, input).await,
+        "ReceiveMessage" => messages::receive_message(sqs, input).await,
         "DeleteMessage" => {
             let q = queue_of(sqs, input)?;
             q.delete(req_str(input, "ReceiptHandle")?)?;
             Ok(json!({}))
         }
-        "DeleteMessageBatch" => delete_message_batch(sqs, input),
+        "DeleteMessageBatch" => messages::delete_message_batch(sqs, input),
         "ChangeMessageVisibility" => {
             let q = queue_of(sqs, input)?;
             let timeout = req_int(input, "VisibilityTimeout")?;
@@ -140,7 +139,7 @@ fn str_map(v: Option<&Value>, what: &str) -> AwsResult<BTreeMap<String, String>>
         .collect()
 }
 
-fn str_list(v: Option<&Value>) -> Vec<String> {
+pub fn str_list(v: Option<&Value>) -> Vec<String> {
     v.and_then(Value::as_array)
         .map(|a| {
             a.iter()
@@ -201,6 +200,16 @@ fn create_queue(sqs: &Arc<Sqs>, ctx: &Ctx<'_>, input: &Value) -> AwsResult<Value
         return Err(AwsError::invalid_parameter(
             "Too many tags added for queue.",
         ));
+    }
+    if let Some(t) = sqs
+        .broker
+        .topic(name)
+        .filter(|t| fifo && t.partition_count() > 1)
+    {
+        return Err(AwsError::invalid_parameter(format!(
+            "Value {name} for parameter QueueName is invalid. Reason: {name} is an existing topic with {} partitions; a FIFO queue keeps message-group order only on a single-partition topic.",
+            t.partition_count()
+        )));
     }
     let mut attributes = attrs::defaults(fifo);
     attributes.extend(given);
@@ -315,14 +324,16 @@ fn delete_queue(sqs: &Arc<Sqs>, input: &Value) -> AwsResult<Value> {
     let q = queue_of(sqs, input)?;
     sqs.queues.write().remove(&q.name);
     q.deleted.store(true, Ordering::SeqCst);
-    q.notify.notify_waiters();
+    q.wake_all();
     sqs.broker
         .remove_routing(&format!("aws/sqs/queue/{}", q.name))
         .map_err(|e| AwsError::internal(format!("storage error: {e}")))?;
     if let Err(e) = sqs.broker.delete_topic(&q.name) {
         tracing::warn!(queue = %q.name, error = %e, "deleting the queue's topic failed");
     }
-    let _ = std::fs::remove_file(sqs.state_path(&q.name));
+    for i in 0..q.partitions() {
+        let _ = std::fs::remove_file(sqs.state_path(&q.name, i));
+    }
     Ok(json!({}))
 }
 
@@ -419,9 +430,7 @@ fn purge_queue(sqs: &Sqs, input: &Value) -> AwsResult<Value> {
         });
     }
     inner.last_purge_ms = now;
-    inner.sub.purge();
-    inner.sub.purge_in_flight(now);
-    inner.first_receive.clear();
+    inner.purge(now);
     Ok(json!({}))
 }
 
@@ -509,297 +518,15 @@ fn list_dead_letter_sources(sqs: &Sqs, ctx: &Ctx<'_>, input: &Value) -> AwsResul
     Ok(json!({"queueUrls": urls}))
 }
 
-// ---- messages ---------------------------------------------------------------------------
-
-fn outgoing(input: &Value) -> AwsResult<Outgoing> {
-    let body = match input.get("MessageBody") {
-        Some(Value::String(s)) => s.clone(),
-        _ => return Err(AwsError::missing_parameter("MessageBody")),
-    };
-    let trace = input
-        .get("MessageSystemAttributes")
-        .and_then(|m| m.get("AWSTraceHeader"))
-        .and_then(|a| a.get("StringValue"))
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    Ok(Outgoing {
-        body,
-        attrs: message::parse_attributes(input.get("MessageAttributes"))?,
-        delay_s: opt_int(input, "DelaySeconds")?,
-        group: opt_str(input, "MessageGroupId").map(str::to_string),
-        dedup: opt_str(input, "MessageDeduplicationId").map(str::to_string),
-        trace,
-        extra: Vec::new(),
-        message_id: None,
-    })
-}
-
-fn sent_json(s: &super::queue::Sent) -> Map<String, Value> {
-    let mut m = Map::new();
-    m.insert("MessageId".into(), json!(s.message_id));
-    m.insert("MD5OfMessageBody".into(), json!(s.md5_body));
-    if let Some(a) = &s.md5_attrs {
-        m.insert("MD5OfMessageAttributes".into(), json!(a));
-    }
-    if let Some(a) = &s.md5_system {
-        m.insert("MD5OfMessageSystemAttributes".into(), json!(a));
-    }
-    if let Some(seq) = &s.sequence {
-        m.insert("SequenceNumber".into(), json!(seq));
-    }
-    m
-}
-
-async fn send_message(sqs: &Sqs, input: &Value) -> AwsResult<Value> {
-    let q = queue_of(sqs, input)?;
-    let mut m = outgoing(input)?;
-    q.check(&mut m)?;
-    let sent = q
-        .send(vec![m])
-        .await
-        .pop()
-        .unwrap_or_else(|| Err(AwsError::internal("lost")))?;
-    Ok(Value::Object(sent_json(&sent)))
-}
-
-/// Checks a batch's entry list: present, at most 10, ids well-formed and distinct.
-fn batch_entries(input: &Value) -> AwsResult<&Vec<Value>> {
-    let entries = input
-        .get("Entries")
-        .and_then(Value::as_array)
-        .ok_or_else(AwsError::empty_batch)?;
-    if entries.is_empty() {
-        return Err(AwsError::empty_batch());
-    }
-    if entries.len() > BATCH_ENTRIES_MAX {
-        return Err(AwsError::too_many_entries(entries.len()));
-    }
-    let mut seen = HashSet::new();
-    for e in entries {
-        let id = e.get("Id").and_then(Value::as_str).unwrap_or("");
-        let ok = !id.is_empty()
-            && id.len() <= 80
-            && id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if !ok {
-            return Err(AwsError::invalid_batch_entry_id());
-        }
-        if !seen.insert(id) {
-            return Err(AwsError::ids_not_distinct(id));
-        }
-    }
-    Ok(entries)
-}
+// ---- messages (see `messages` for the hot ones) -------------------------------------------
 
 fn entry_error(id: &str, e: &AwsError) -> Value {
     json!({"Id": id, "SenderFault": e.sender_fault, "Code": e.code, "Message": e.message})
 }
 
-async fn send_message_batch(sqs: &Sqs, input: &Value) -> AwsResult<Value> {
-    let q = queue_of(sqs, input)?;
-    let entries = batch_entries(input)?;
-    let max = q.attr_num("MaximumMessageSize", 262_144) as usize;
-    let mut failed = Vec::new();
-    let mut good = Vec::new();
-    let mut total = 0usize;
-    for e in entries {
-        let id = e
-            .get("Id")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        match outgoing(e).and_then(|mut m| q.check(&mut m).map(|_| m)) {
-            Ok(m) => {
-                total += m.body.len() + message::attributes_size(&m.attrs);
-                good.push((id, m));
-            }
-            Err(err) => failed.push(entry_error(&id, &err)),
-        }
-    }
-    if total > max {
-        return Err(AwsError::batch_too_long(total, max));
-    }
-    let (ids, msgs): (Vec<String>, Vec<Outgoing>) = good.into_iter().unzip();
-    let results = q.send(msgs).await;
-    let mut ok = Vec::new();
-    for (id, r) in ids.into_iter().zip(results) {
-        match r {
-            Ok(s) => {
-                let mut m = sent_json(&s);
-                m.insert("Id".into(), json!(id));
-                ok.push(Value::Object(m));
-            }
-            Err(err) => failed.push(entry_error(&id, &err)),
-        }
-    }
-    Ok(json!({"Successful": ok, "Failed": failed}))
-}
-
-async fn receive_message(sqs: &Sqs, input: &Value) -> AwsResult<Value> {
-    let q = queue_of(sqs, input)?;
-    let max = opt_int(input, "MaxNumberOfMessages")?.unwrap_or(1);
-    if !(1..=10).contains(&max) {
-        return Err(AwsError::invalid_parameter(format!(
-            "Value {max} for parameter MaxNumberOfMessages is invalid. Reason: Must be between 1 and 10, if provided."
-        )));
-    }
-    let wait = match opt_int(input, "WaitTimeSeconds")? {
-        Some(w) => w,
-        None => q.attr_num("ReceiveMessageWaitTimeSeconds", 0),
-    };
-    if !(0..=WAIT_S_MAX).contains(&wait) {
-        return Err(AwsError::invalid_parameter(format!(
-            "Value {wait} for parameter WaitTimeSeconds is invalid. Reason: Must be >= 0 and <= 20, if provided."
-        )));
-    }
-    let visibility = match opt_int(input, "VisibilityTimeout")? {
-        Some(v) if !(0..=43_200).contains(&v) => {
-            return Err(AwsError::invalid_parameter(format!(
-                "Value {v} for parameter VisibilityTimeout is invalid. Reason: Must be between 0 and 43200."
-            )))
-        }
-        Some(v) => v,
-        None => q.attr_num("VisibilityTimeout", 30),
-    };
-    let mut sys_names = str_list(input.get("AttributeNames"));
-    sys_names.extend(str_list(input.get("MessageSystemAttributeNames")));
-    let attr_names = str_list(input.get("MessageAttributeNames"));
-    let attempt = opt_str(input, "ReceiveRequestAttemptId").filter(|_| q.fifo);
-    if let Some(a) = attempt {
-        if a.is_empty() || a.len() > 128 || !a.chars().all(|c| c.is_ascii_graphic()) {
-            return Err(AwsError::invalid_parameter(
-                "Value for parameter ReceiveRequestAttemptId is invalid.",
-            ));
-        }
-    }
-    let retried = attempt.and_then(|a| q.retried_attempt(a));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait as u64);
-    let got = if let Some(got) = retried {
-        got
-    } else {
-        loop {
-            let notified = q.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let got = q.take(max as usize, visibility);
-            if !got.is_empty()
-                || tokio::time::Instant::now() >= deadline
-                || q.deleted.load(Ordering::SeqCst)
-            {
-                break got;
-            }
-            tokio::select! {
-                _ = notified => {}
-                _ = tokio::time::sleep_until(deadline) => {}
-            }
-        }
-    };
-    if let Some(a) = attempt {
-        q.remember_attempt(a, &got);
-    }
-    let msgs: Vec<Value> = got
-        .iter()
-        .map(|r| received_json(&q, r, &sys_names, &attr_names))
-        .collect();
-    Ok(if msgs.is_empty() {
-        json!({})
-    } else {
-        json!({"Messages": msgs})
-    })
-}
-
-fn received_json(q: &Queue, r: &Received, sys: &[String], names: &[String]) -> Value {
-    let m = &r.delivery.message;
-    let body = m
-        .value
-        .as_ref()
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-        .unwrap_or_default();
-    let hs = |k: &str| m.header(k).map(|v| String::from_utf8_lossy(v).into_owned());
-    let message_id = hs(hdr::MESSAGE_ID).unwrap_or_else(|| {
-        // A record another protocol produced: a stable id from the queue and offset.
-        let mut b = [0u8; 16];
-        b[..8].copy_from_slice(&(q.id as i64 ^ m.timestamp).to_be_bytes());
-        b[8..].copy_from_slice(&m.offset.to_be_bytes());
-        uuid::Uuid::from_bytes(b).to_string()
-    });
-    let mut out = Map::new();
-    out.insert("MessageId".into(), json!(message_id));
-    out.insert("ReceiptHandle".into(), json!(r.receipt));
-    out.insert("MD5OfBody".into(), json!(message::md5_hex(body.as_bytes())));
-    out.insert("Body".into(), json!(body));
-    let want = |n: &str| sys.iter().any(|s| s == "All" || s == n);
-    let mut a = Map::new();
-    let mut put = |k: &str, v: Option<String>| {
-        if let Some(v) = v {
-            if want(k) {
-                a.insert(k.to_string(), json!(v));
-            }
-        }
-    };
-    put(
-        "SenderId",
-        Some(hs(hdr::SENDER).unwrap_or_else(|| "AIDAIT2UOQQY3AUEKVGXU".into())),
-    );
-    put("SentTimestamp", Some(m.timestamp.to_string()));
-    put(
-        "ApproximateReceiveCount",
-        Some(r.delivery.delivery_count.to_string()),
-    );
-    put(
-        "ApproximateFirstReceiveTimestamp",
-        Some(r.first_receive_ms.to_string()),
-    );
-    put("MessageGroupId", hs(hdr::GROUP_ID));
-    if q.fifo {
-        put("MessageDeduplicationId", hs(hdr::DEDUP_ID));
-        put(
-            "SequenceNumber",
-            Some(super::queue::sequence_number(m.offset)),
-        );
-    }
-    put("AWSTraceHeader", hs(hdr::TRACE));
-    put("DeadLetterQueueSourceArn", hs(hdr::DLQ_SOURCE));
-    if !a.is_empty() {
-        out.insert("Attributes".into(), Value::Object(a));
-    }
-    let attrs: Vec<(String, AttrValue)> = message::attributes_of(&m.headers)
-        .into_iter()
-        .filter(|(n, _)| message::selected(names, n))
-        .collect();
-    if !attrs.is_empty() {
-        out.insert(
-            "MD5OfMessageAttributes".into(),
-            json!(message::md5_of_attributes(&attrs)),
-        );
-        let map: Map<String, Value> = attrs
-            .iter()
-            .map(|(n, v)| (n.clone(), v.to_json()))
-            .collect();
-        out.insert("MessageAttributes".into(), Value::Object(map));
-    }
-    Value::Object(out)
-}
-
-fn delete_message_batch(sqs: &Sqs, input: &Value) -> AwsResult<Value> {
-    let q = queue_of(sqs, input)?;
-    let entries = batch_entries(input)?;
-    let mut ok = Vec::new();
-    let mut failed = Vec::new();
-    for e in entries {
-        let id = e.get("Id").and_then(Value::as_str).unwrap_or("");
-        match req_str(e, "ReceiptHandle").and_then(|h| q.delete(h)) {
-            Ok(()) => ok.push(json!({"Id": id})),
-            Err(err) => failed.push(entry_error(id, &err)),
-        }
-    }
-    Ok(json!({"Successful": ok, "Failed": failed}))
-}
-
 fn change_visibility_batch(sqs: &Sqs, input: &Value) -> AwsResult<Value> {
     let q = queue_of(sqs, input)?;
-    let entries = batch_entries(input)?;
+    let entries = messages::batch_entries(input)?;
     let mut ok = Vec::new();
     let mut failed = Vec::new();
     for e in entries {

@@ -3,11 +3,13 @@
 //! retention = TTL), with FIFO message groups, deduplication and dead-letter redrive on top.
 //!
 //! Queue definitions (attributes, tags) are routing metadata `aws/sqs/queue/<name>`;
-//! subscription state goes to `<data>/aws/subscriptions/<topic>.json`; deduplication ids to
+//! subscription state goes to `<data>/aws/subscriptions/<topic>.json` (`<topic>.partition-<n>.json`
+//! for further partitions); deduplication ids to
 //! the broker's dedup store in `<data>/aws/dedup`.
 
 pub mod actions;
 pub mod attrs;
+pub mod messages;
 pub mod moves;
 pub mod queue;
 
@@ -97,11 +99,18 @@ impl Sqs {
         self.queue(parts[5])
     }
 
-    pub fn state_path(&self, topic: &str) -> std::path::PathBuf {
+    /// Where the subscription state of a queue's partition is checkpointed (queue names
+    /// hold no `.` but for `.fifo`, so the partition suffix cannot clash with a name).
+    pub fn state_path(&self, topic: &str, partition: usize) -> std::path::PathBuf {
+        let file = if partition == 0 {
+            format!("{topic}.json")
+        } else {
+            format!("{topic}.partition-{partition}.json")
+        };
         self.broker
             .data_dir()
             .join("aws")
             .join("subscriptions")
-            .join(format!("{topic}.json"))
+            .join(file)
     }
 }

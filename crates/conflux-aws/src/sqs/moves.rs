@@ -160,11 +160,7 @@ async fn run_inner(sqs: &Arc<Sqs>, task: &MoveTask) -> AwsResult<()> {
             for res in dest.send(vec![out]).await {
                 res?;
             }
-            source
-                .inner
-                .lock()
-                .sub
-                .ack(m.offset, conflux_broker::now_ms());
+            source.ack(r.partition, m.offset);
             task.moved.fetch_add(1, Ordering::Relaxed);
         }
         if task.rate.is_some() {

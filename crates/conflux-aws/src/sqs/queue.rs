@@ -1,8 +1,13 @@
-//! One SQS queue: its definition, its subscription, and the send / receive / delete /
+//! One SQS queue: its definition, its subscriptions, and the send / receive / delete /
 //! visibility operations, plus the pump that runs its timers and redrives dead letters.
+//!
+//! A queue is the topic of the same name with one broker subscription per partition. Queues
+//! SQS creates have one partition; a queue over an existing Kafka topic with several reads
+//! them all (receives go round the partitions, sends spread over them). A FIFO queue keeps
+//! to one partition: message-group order holds within a partition only.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,14 +43,33 @@ pub struct QueueDef {
     pub permissions: Vec<String>,
 }
 
-pub struct Inner {
+/// The queue's state on one partition of its topic.
+pub struct Part {
     pub sub: Subscription,
     /// First receive time per in-flight or returned message (not persisted).
     pub first_receive: HashMap<i64, i64>,
+}
+
+pub struct Inner {
+    /// One per partition read, in partition order (one for FIFO queues).
+    pub parts: Vec<Part>,
     last_checkpoint: Instant,
     pub last_purge_ms: i64,
     /// FIFO `ReceiveRequestAttemptId` → (expiry, what that receive returned).
     pub attempts: HashMap<String, (i64, Vec<Received>)>,
+    /// The partition the next receive starts at (round robin).
+    next_take: usize,
+}
+
+impl Inner {
+    /// Every message settled by purge: ready and delayed ones dropped, in-flight ones acked.
+    pub fn purge(&mut self, now_ms: i64) {
+        for p in &mut self.parts {
+            p.sub.purge();
+            p.sub.purge_in_flight(now_ms);
+            p.first_receive.clear();
+        }
+    }
 }
 
 pub struct Queue {
@@ -62,6 +86,8 @@ pub struct Queue {
     pub deleted: AtomicBool,
     pub id: u64,
     dedup: Arc<conflux_broker::dedup::DedupStore>,
+    /// The partition the next send goes to (round robin over the parts).
+    next_send: AtomicUsize,
 }
 
 /// A message ready to be stored.
@@ -95,6 +121,8 @@ pub struct Sent {
 /// One received message.
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// The partition the message is on.
+    pub partition: usize,
     pub delivery: Delivery,
     pub first_receive_ms: i64,
     pub receipt: String,
@@ -138,17 +166,17 @@ impl Queue {
                 }
             }
         };
-        let log_start = topic
-            .partition(0)
-            .map(|p| p.log.log_start_offset())
-            .unwrap_or(0);
-        let mut sub = Subscription::open(
-            sub_config(&def.attributes),
-            Some(sqs.state_path(&name)),
-            log_start,
-        )
-        .map_err(|e| AwsError::internal(format!("storage error: {e}")))?;
-        sub.set_limits(sqs.config.queue_limits);
+        let partitions = if fifo {
+            if topic.partition_count() > 1 {
+                tracing::warn!(queue = %name, "FIFO queue over a multi-partition topic reads partition 0 only");
+            }
+            1
+        } else {
+            topic.partition_count().max(1)
+        };
+        let parts = (0..partitions)
+            .map(|i| open_part(sqs, &topic, &def, i))
+            .collect::<AwsResult<Vec<Part>>>()?;
         let q = Arc::new(Queue {
             arn: sqs.arn(&name),
             name,
@@ -156,20 +184,32 @@ impl Queue {
             topic,
             def: Mutex::new(def),
             inner: Mutex::new(Inner {
-                sub,
-                first_receive: HashMap::new(),
+                parts,
                 last_checkpoint: Instant::now(),
                 last_purge_ms: 0,
                 attempts: HashMap::new(),
+                next_take: 0,
             }),
             notify: Notify::new(),
             send_lock: tokio::sync::Mutex::new(()),
             deleted: AtomicBool::new(false),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             dedup: sqs.dedup.clone(),
+            next_send: AtomicUsize::new(0),
         });
         tokio::spawn(run_pump(sqs.clone(), q.clone()));
         Ok(q)
+    }
+
+    /// Wakes one waiting receive (which passes the wake on while messages remain).
+    pub fn wake_one(&self) {
+        self.notify.notify_one();
+    }
+
+    /// Wakes every waiting receive (the queue was deleted or reconfigured).
+    pub fn wake_all(&self) {
+        self.notify.notify_waiters();
+        self.notify.notify_one();
     }
 
     pub fn attr_num(&self, name: &str, default: i64) -> i64 {
@@ -186,8 +226,10 @@ impl Queue {
     /// Applies changed attributes to the subscription.
     pub fn reconfigure(&self) {
         let cfg = sub_config(&self.def.lock().attributes);
-        self.inner.lock().sub.set_config(cfg);
-        self.notify.notify_waiters();
+        for p in &mut self.inner.lock().parts {
+            p.sub.set_config(cfg.clone());
+        }
+        self.wake_all();
     }
 
     fn dedup_scope(&self, group: Option<&str>) -> String {
@@ -205,10 +247,9 @@ impl Queue {
         if m.body.is_empty() {
             return Err(AwsError::missing_parameter("MessageBody"));
         }
-        if let Some(bad) = m
-            .body
-            .chars()
-            .find(|c| !message::valid_chars(&c.to_string()))
+        if let Some(bad) = (!message::valid_chars(&m.body))
+            .then(|| m.body.chars().find(|c| !message::valid_char(*c)))
+            .flatten()
         {
             return Err(AwsError::invalid_message_contents(format!(
                 "Invalid binary character '#x{:X}' was found in the message body, the set of allowed characters is available at https://www.w3.org/TR/REC-xml/#charsets",
@@ -367,8 +408,14 @@ impl Queue {
             ));
         }
         if !stored.is_empty() {
+            let parts = self.inner.lock().parts.len();
+            let part = self.next_send.fetch_add(1, Ordering::Relaxed) % parts.max(1);
             let appended = match batch.build() {
-                Ok(b) => self.topic.append(0, b).await.map_err(|e| e.to_string()),
+                Ok(b) => self
+                    .topic
+                    .append(part as i32, b)
+                    .await
+                    .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
             match appended {
@@ -387,11 +434,13 @@ impl Queue {
                             }
                             sent.sequence = Some(seq);
                         }
-                        inner.sub.offer(msg, now);
+                        if let Some(p) = inner.parts.get_mut(part) {
+                            p.sub.offer(msg, now);
+                        }
                         results[i] = Some(Ok(sent));
                     }
                     drop(inner);
-                    self.notify.notify_waiters();
+                    self.wake_one();
                 }
                 Err(e) => {
                     tracing::warn!(queue = %self.name, error = %e, "storing SQS messages failed");
@@ -414,21 +463,28 @@ impl Queue {
         &self.dedup
     }
 
-    /// Takes up to `max` receivable messages, leased for `visibility_s`.
+    /// Takes up to `max` receivable messages, leased for `visibility_s`: round the
+    /// partitions, starting one further each call.
     pub fn take(&self, max: usize, visibility_s: i64) -> Vec<Received> {
         let now = conflux_broker::now_ms();
-        let mut inner = self.inner.lock();
-        inner.sub.tick(now);
+        let mut guard = self.inner.lock();
+        let inner = &mut *guard;
+        for p in &mut inner.parts {
+            p.sub.tick(now);
+        }
         let deadline = Some(now + visibility_s * 1000);
-        let mut out = Vec::new();
+        let mut out: Vec<(usize, Delivery)> = Vec::new();
         if self.fifo {
-            let blocked: HashSet<Vec<u8>> = inner
+            let Some(part) = inner.parts.first_mut() else {
+                return Vec::new();
+            };
+            let blocked: HashSet<Vec<u8>> = part
                 .sub
                 .in_flight()
                 .filter_map(|(m, _)| m.header(hdr::GROUP_ID).map(<[u8]>::to_vec))
                 .collect();
             while out.len() < max {
-                let Some(d) = inner
+                let Some(d) = part
                     .sub
                     .next_where(self.id, now, deadline, FIFO_SCAN_MAX, |m| {
                         !m.header(hdr::GROUP_ID).is_some_and(|g| blocked.contains(g))
@@ -436,27 +492,50 @@ impl Queue {
                 else {
                     break;
                 };
-                out.push(d);
+                out.push((0, d));
             }
         } else {
-            while out.len() < max {
-                let Some(d) = inner.sub.next_where(self.id, now, deadline, 1, |_| true) else {
-                    break;
+            let n = inner.parts.len().max(1);
+            let start = inner.next_take % n;
+            inner.next_take = inner.next_take.wrapping_add(1);
+            for k in 0..n {
+                let i = (start + k) % n;
+                let Some(part) = inner.parts.get_mut(i) else {
+                    continue;
                 };
-                out.push(d);
+                while out.len() < max {
+                    let Some(d) = part.sub.next_where(self.id, now, deadline, 1, |_| true) else {
+                        break;
+                    };
+                    out.push((i, d));
+                }
             }
         }
-        out.into_iter()
-            .map(|d| {
-                let first = *inner.first_receive.entry(d.message.offset).or_insert(now);
-                let receipt = self.receipt(d.message.offset, d.delivery_count);
+        // Pass the wake on only after progress: FIFO messages of blocked groups are ready
+        // but not receivable, and waking for them would spin.
+        let more = !out.is_empty() && inner.parts.iter().any(|p| p.sub.ready_len() > 0);
+        let got = out
+            .into_iter()
+            .map(|(i, d)| {
+                let first = *inner.parts[i]
+                    .first_receive
+                    .entry(d.message.offset)
+                    .or_insert(now);
+                let receipt = self.receipt(i, d.message.offset, d.delivery_count);
                 Received {
+                    partition: i,
                     delivery: d,
                     first_receive_ms: first,
                     receipt,
                 }
             })
-            .collect()
+            .collect();
+        drop(guard);
+        if more {
+            // Other receives may be waiting for what is left.
+            self.wake_one();
+        }
+        got
     }
 
     /// A FIFO receive retried with the same `ReceiveRequestAttemptId` within 5 minutes gets
@@ -467,7 +546,10 @@ impl Queue {
         let (expires, got) = inner.attempts.get(attempt)?;
         let same = *expires > now
             && got.iter().all(|r| {
-                inner.sub.in_flight_deliveries(r.delivery.message.offset)
+                inner
+                    .parts
+                    .get(r.partition)
+                    .and_then(|p| p.sub.in_flight_deliveries(r.delivery.message.offset))
                     == Some(r.delivery.delivery_count)
             });
         same.then(|| got.clone())
@@ -489,19 +571,28 @@ impl Queue {
             .insert(attempt.to_string(), (now + 5 * 60 * 1000, got.to_vec()));
     }
 
-    fn receipt(&self, offset: i64, deliveries: u32) -> String {
+    /// A receipt handle: queue, creation time, `[partition:]offset`, delivery count, nonce.
+    fn receipt(&self, partition: usize, offset: i64, deliveries: u32) -> String {
         let created = self.def.lock().created_ms;
+        let at = if partition == 0 {
+            offset.to_string()
+        } else {
+            format!("{partition}:{offset}")
+        };
         let raw = format!(
-            "{}\n{created}\n{offset}\n{deliveries}\n{}",
+            "{}\n{created}\n{at}\n{deliveries}\n{}",
             self.name,
             crate::fast_uuid().simple()
         );
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
     }
 
-    /// (offset, deliveries) of a receipt handle issued by this queue.
-    pub fn parse_receipt(&self, handle: &str) -> AwsResult<(i64, u32)> {
+    /// (partition, offset, deliveries) of a receipt handle issued by this queue.
+    pub fn parse_receipt(&self, handle: &str) -> AwsResult<(usize, i64, u32)> {
         let bad = || AwsError::receipt_handle_invalid(handle);
+        if handle.len() > 1024 {
+            return Err(bad());
+        }
         let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(handle.trim())
             .map_err(|_| bad())?;
@@ -514,8 +605,13 @@ impl Queue {
         if created != self.def.lock().created_ms {
             return Err(bad());
         }
+        let (partition, offset) = match parts[2].split_once(':') {
+            Some((p, o)) => (p.parse().map_err(|_| bad())?, o),
+            None => (0, parts[2]),
+        };
         Ok((
-            parts[2].parse().map_err(|_| bad())?,
+            partition,
+            offset.parse().map_err(|_| bad())?,
             parts[3].parse().map_err(|_| bad())?,
         ))
     }
@@ -523,27 +619,41 @@ impl Queue {
     /// Deletes a received message. A stale handle (the message was received again since)
     /// succeeds without deleting, as SQS does.
     pub fn delete(&self, handle: &str) -> AwsResult<()> {
-        let (offset, deliveries) = self.parse_receipt(handle)?;
+        let (partition, offset, deliveries) = self.parse_receipt(handle)?;
         let now = conflux_broker::now_ms();
         let mut inner = self.inner.lock();
-        let acked = if inner.sub.in_flight_deliveries(offset) == Some(deliveries) {
-            inner.sub.ack(offset, now)
+        let Some(p) = inner.parts.get_mut(partition) else {
+            return Err(AwsError::receipt_handle_invalid(handle));
+        };
+        let acked = if p.sub.in_flight_deliveries(offset) == Some(deliveries) {
+            p.sub.ack(offset, now)
         } else {
-            inner.sub.ack_ready(offset, deliveries, now)
+            p.sub.ack_ready(offset, deliveries, now)
         };
         if acked {
-            inner.first_receive.remove(&offset);
+            p.first_receive.remove(&offset);
             drop(inner);
             if self.fifo {
-                self.notify.notify_waiters();
+                // The message's group may be unblocked.
+                self.wake_one();
             }
         }
         Ok(())
     }
 
+    /// Acknowledges a message taken by a move task.
+    pub fn ack(&self, partition: usize, offset: i64) {
+        let mut inner = self.inner.lock();
+        if let Some(p) = inner.parts.get_mut(partition) {
+            if p.sub.ack(offset, conflux_broker::now_ms()) {
+                p.first_receive.remove(&offset);
+            }
+        }
+    }
+
     /// Changes the visibility timeout of a received message, counted from now.
     pub fn change_visibility(&self, handle: &str, timeout_s: i64) -> AwsResult<()> {
-        let (offset, deliveries) = self.parse_receipt(handle)?;
+        let (partition, offset, deliveries) = self.parse_receipt(handle)?;
         if !(0..=43_200).contains(&timeout_s) {
             return Err(AwsError::invalid_parameter(format!(
                 "Value {timeout_s} for parameter VisibilityTimeout is invalid. Reason: Must be between 0 and 43200."
@@ -551,23 +661,53 @@ impl Queue {
         }
         let now = conflux_broker::now_ms();
         let mut inner = self.inner.lock();
-        if inner.sub.in_flight_deliveries(offset) != Some(deliveries) {
+        let Some(p) = inner.parts.get_mut(partition) else {
+            return Err(AwsError::receipt_handle_invalid(handle));
+        };
+        if p.sub.in_flight_deliveries(offset) != Some(deliveries) {
             return Err(AwsError::message_not_inflight());
         }
-        inner.sub.set_lease(offset, Some(now + timeout_s * 1000));
+        p.sub.set_lease(offset, Some(now + timeout_s * 1000));
         if timeout_s == 0 {
-            inner.sub.tick(now);
+            p.sub.tick(now);
             drop(inner);
-            self.notify.notify_waiters();
+            self.wake_one();
         }
         Ok(())
     }
 
+    /// Opens subscriptions for partitions added to a standard queue's topic since.
+    fn grow(&self, sqs: &Sqs) {
+        let n = self.topic.partition_count();
+        let mut inner = self.inner.lock();
+        if self.fifo || n <= inner.parts.len() {
+            return;
+        }
+        let def = self.def.lock().clone();
+        for i in inner.parts.len()..n {
+            match open_part(sqs, &self.topic, &def, i) {
+                Ok(p) => inner.parts.push(p),
+                Err(e) => {
+                    tracing::warn!(queue = %self.name, partition = i, error = %e.message, "opening a queue partition");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// How many partitions the queue reads.
+    pub fn partitions(&self) -> usize {
+        self.inner.lock().parts.len()
+    }
+
     /// Approximate counts: (visible, in flight, delayed).
     pub fn counts(&self) -> (u64, u64, u64) {
-        let s = self.inner.lock().sub.stats();
-        // Messages spilled to the log (not loaded yet) are visible too.
-        (s.ready + s.not_loaded, s.unacked, s.delayed)
+        let inner = self.inner.lock();
+        inner.parts.iter().fold((0, 0, 0), |(r, u, d), p| {
+            let s = p.sub.stats();
+            // Messages spilled to the log (not loaded yet) are visible too.
+            (r + s.ready + s.not_loaded, u + s.unacked, d + s.delayed)
+        })
     }
 }
 
@@ -614,90 +754,106 @@ pub fn sub_config(a: &BTreeMap<String, String>) -> SubscriptionConfig {
     }
 }
 
-/// The pump of one queue: runs the subscription's timers (visibility expiry, delays,
+/// The subscription of partition `i` of a queue's topic.
+fn open_part(sqs: &Sqs, topic: &Topic, def: &QueueDef, i: usize) -> AwsResult<Part> {
+    let log_start = topic
+        .partition(i as i32)
+        .map(|p| p.log.log_start_offset())
+        .unwrap_or(0);
+    let mut sub = Subscription::open(
+        sub_config(&def.attributes),
+        Some(sqs.state_path(&def.name, i)),
+        log_start,
+    )
+    .map_err(|e| AwsError::internal(format!("storage error: {e}")))?;
+    sub.set_limits(sqs.config.queue_limits);
+    Ok(Part {
+        sub,
+        first_receive: HashMap::new(),
+    })
+}
+
+/// What one pump round collected under the queue's lock.
+struct Round {
+    dead: Vec<subscription::DeadLetter>,
+    wake: Option<i64>,
+    checkpoints: Vec<(std::path::PathBuf, Vec<u8>)>,
+    floors: Vec<i64>,
+    ready: u64,
+}
+
+/// The pump of one queue: runs the subscriptions' timers (visibility expiry, delays,
 /// retention), reads records other protocols appended, moves dead letters to the DLQ, wakes
 /// long polls and checkpoints the subscription state (at most every 100 ms).
 async fn run_pump(sqs: Arc<Sqs>, queue: Arc<Queue>) {
     let mut appends = queue.topic.watch_appends();
-    let partition = queue.topic.partition(0);
     let mut gap_since: Option<tokio::time::Instant> = None;
     let mut first = true;
+    let mut floors_set = 0;
     while !queue.deleted.load(Ordering::SeqCst) {
         let now = conflux_broker::now_ms();
-        if let Some(p) = &partition {
-            let (needs, spilled) = {
-                let inner = queue.inner.lock();
-                let needs = inner.sub.needs_log_read(p.log.high_watermark());
-                (needs, inner.sub.spilled())
-            };
-            if needs {
-                let since = *gap_since.get_or_insert_with(tokio::time::Instant::now);
-                // A gap left by offers dropped for lack of room is never closed by an offer.
-                if first || spilled || since.elapsed() >= Duration::from_millis(20) {
-                    let p = p.clone();
-                    let q = queue.clone();
-                    let _ = tokio::task::spawn_blocking(move || {
-                        let mut inner = q.inner.lock();
-                        if let Err(e) = inner.sub.load_from_log(&p.log, 1 << 20, now) {
-                            tracing::warn!(queue = %q.name, error = %e, "reading queue log");
+        queue.grow(&sqs);
+        let (lagging, spilled): (Vec<(usize, Arc<conflux_broker::Partition>)>, bool) = {
+            let inner = queue.inner.lock();
+            let lagging: Vec<_> = (0..inner.parts.len())
+                .filter_map(|i| queue.topic.partition(i as i32).map(|p| (i, p)))
+                .filter(|(i, p)| inner.parts[*i].sub.needs_log_read(p.log.high_watermark()))
+                .collect();
+            let spilled = lagging.iter().any(|(i, _)| inner.parts[*i].sub.spilled());
+            (lagging, spilled)
+        };
+        if !lagging.is_empty() {
+            let since = *gap_since.get_or_insert_with(tokio::time::Instant::now);
+            // A gap left by offers dropped for lack of room is never closed by an offer.
+            if first || spilled || since.elapsed() >= Duration::from_millis(20) {
+                let q = queue.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    let mut inner = q.inner.lock();
+                    for (i, p) in lagging {
+                        if let Err(e) = inner.parts[i].sub.load_from_log(&p.log, 1 << 20, now) {
+                            tracing::warn!(queue = %q.name, partition = i, error = %e, "reading queue log");
                         }
-                    })
-                    .await;
-                    gap_since = None;
-                    queue.notify.notify_waiters();
-                }
-            } else {
+                    }
+                })
+                .await;
                 gap_since = None;
+                queue.wake_one();
             }
+        } else {
+            gap_since = None;
         }
         first = false;
-        let (dead, wake, checkpoint, floor, ready) = {
-            let mut inner = queue.inner.lock();
-            inner.sub.tick(now);
-            let dead = inner.sub.take_dead_letters();
-            for d in &dead {
-                inner.first_receive.remove(&d.message.offset);
-            }
-            let checkpoint = if inner.last_checkpoint.elapsed() >= Duration::from_millis(100) {
-                inner.last_checkpoint = Instant::now();
-                // Receive times of messages settled by purge or retention.
-                let floor = inner.sub.ack_floor();
-                inner.first_receive.retain(|o, _| *o >= floor);
-                inner.sub.checkpoint()
-            } else {
-                None
-            };
-            (
-                dead,
-                inner.sub.next_wakeup(),
-                checkpoint,
-                inner.sub.ack_floor(),
-                inner.sub.ready_len(),
-            )
-        };
-        if ready > 0 {
-            queue.notify.notify_waiters();
+        let round = pump_round(&queue, now);
+        if round.ready > 0 {
+            queue.wake_one();
         }
-        let dead: Vec<_> = dead
+        let dead: Vec<_> = round
+            .dead
             .into_iter()
             .filter(|d| d.reason == DeadReason::DeliveryLimit)
             .collect();
         if !dead.is_empty() {
             redrive(&sqs, &queue, dead).await;
         }
-        if let Some((path, bytes)) = checkpoint {
+        if !round.checkpoints.is_empty() {
+            let checkpoints = round.checkpoints;
             let _ = tokio::task::spawn_blocking(move || {
-                if let Err(e) = subscription::write_state(&path, &bytes) {
-                    tracing::warn!(path = %path.display(), error = %e, "SQS checkpoint failed");
+                for (path, bytes) in checkpoints {
+                    if let Err(e) = subscription::write_state(&path, &bytes) {
+                        tracing::warn!(path = %path.display(), error = %e, "SQS checkpoint failed");
+                    }
                 }
             })
             .await;
         }
-        sqs.broker
-            .subscription_floors
-            .set(&queue.name, 0, queue.id, floor);
+        floors_set = round.floors.len();
+        for (i, floor) in round.floors.into_iter().enumerate() {
+            sqs.broker
+                .subscription_floors
+                .set(&queue.name, i as i32, queue.id, floor);
+        }
         let mut sleep_ms: i64 = 100;
-        if let Some(w) = wake {
+        if let Some(w) = round.wake {
             sleep_ms = sleep_ms.min((w - now).max(1));
         }
         if gap_since.is_some() {
@@ -712,9 +868,49 @@ async fn run_pump(sqs: Arc<Sqs>, queue: Arc<Queue>) {
             _ = tokio::time::sleep(Duration::from_millis(sleep_ms as u64)) => {}
         }
     }
-    sqs.broker
-        .subscription_floors
-        .remove(&queue.name, 0, queue.id);
+    for i in 0..floors_set {
+        sqs.broker
+            .subscription_floors
+            .remove(&queue.name, i as i32, queue.id);
+    }
+}
+
+/// Ticks every partition's subscription and collects dead letters, checkpoints (when due),
+/// ack floors, the next wake-up and the ready count.
+fn pump_round(queue: &Queue, now: i64) -> Round {
+    let mut guard = queue.inner.lock();
+    let inner = &mut *guard;
+    let checkpoint_due = inner.last_checkpoint.elapsed() >= Duration::from_millis(100);
+    if checkpoint_due {
+        inner.last_checkpoint = Instant::now();
+    }
+    let mut round = Round {
+        dead: Vec::new(),
+        wake: None,
+        checkpoints: Vec::new(),
+        floors: Vec::with_capacity(inner.parts.len()),
+        ready: 0,
+    };
+    for p in &mut inner.parts {
+        p.sub.tick(now);
+        for d in p.sub.take_dead_letters() {
+            p.first_receive.remove(&d.message.offset);
+            round.dead.push(d);
+        }
+        if checkpoint_due {
+            // Receive times of messages settled by purge or retention.
+            let floor = p.sub.ack_floor();
+            p.first_receive.retain(|o, _| *o >= floor);
+            round.checkpoints.extend(p.sub.checkpoint());
+        }
+        round.floors.push(p.sub.ack_floor());
+        round.wake = match (round.wake, p.sub.next_wakeup()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        round.ready += p.sub.ready_len();
+    }
+    round
 }
 
 /// Moves messages over their receive limit to the queue's dead-letter queue, keeping the
