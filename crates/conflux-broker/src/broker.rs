@@ -163,7 +163,8 @@ impl Broker {
                 .cloned()
                 .ok_or_else(|| BrokerError::Storage(format!("internal topic {name} missing")))
         };
-        let offsets = OffsetStore::open(internal(OFFSETS_TOPIC)?)?;
+        let offsets_topic = internal(OFFSETS_TOPIC)?;
+        let (offsets, stored_groups) = OffsetStore::open(offsets_topic.clone())?;
         let txns = TransactionCoordinator::open(internal(TXN_STATE_TOPIC)?)?;
         let producer_ids = ProducerIdAllocator::open(&meta_dir)?;
         let delay = std::time::Duration::from_millis(config.group_initial_rebalance_delay_ms);
@@ -174,7 +175,7 @@ impl Broker {
             logs_dir,
             meta: Mutex::new(Meta { log, state }),
             topics: RwLock::new(topics),
-            groups: GroupCoordinator::new(delay),
+            groups: GroupCoordinator::with_store(delay, offsets_topic, stored_groups),
             offsets,
             producer_ids,
             validators,
