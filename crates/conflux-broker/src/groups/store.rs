@@ -320,6 +320,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_static_member_replaced_while_stable_is_persisted() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::open(BrokerConfig::new(dir.path())).unwrap();
+        let (leader, old_follower) = stable_group(&broker).await;
+        let generation = broker.groups.describe("g").generation_id;
+        // The static member restarts: a new member id, no rebalance.
+        let rejoined = broker.groups.join(join_req("", Some("static-1"))).await;
+        assert_eq!(rejoined.error, None);
+        assert_eq!(rejoined.generation_id, generation);
+        assert_ne!(rejoined.member_id, old_follower);
+        assert_eq!(broker.groups.state("g"), Some(GroupState::Stable));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(broker);
+
+        let broker = Broker::open(BrokerConfig::new(dir.path())).unwrap();
+        let d = broker.groups.describe("g");
+        assert_eq!((d.state, d.generation_id), (GroupState::Stable, generation));
+        let mut ids: Vec<_> = d.members.iter().map(|m| m.member_id.clone()).collect();
+        ids.sort();
+        let mut expected = vec![leader, rejoined.member_id.clone()];
+        expected.sort();
+        assert_eq!(ids, expected);
+        let follower = d
+            .members
+            .iter()
+            .find(|m| m.member_id == rejoined.member_id)
+            .unwrap();
+        assert_eq!(&follower.assignment[..], b"assign-follower");
+        assert_eq!(
+            broker
+                .groups
+                .heartbeat("g", generation, &old_follower, Some("static-1")),
+            Err(GroupError::FencedInstanceId)
+        );
+        broker.close();
+    }
+
+    #[tokio::test]
     async fn stable_group_survives_an_unclean_restart_then_expires_and_deletes() {
         let dir = tempfile::tempdir().unwrap();
         let broker = Broker::open(BrokerConfig::new(dir.path())).unwrap();
