@@ -73,12 +73,18 @@ def record(value: bytes, key: bytes | None = None, offset_delta: int = 0) -> byt
 
 
 def record_batch(
-    records_section: bytes, count: int, compression: int = 0, timestamp_ms: int | None = None
+    records_section: bytes,
+    count: int,
+    compression: int = 0,
+    timestamp_ms: int | None = None,
+    producer: tuple[int, int, int] = (-1, -1, -1),
 ) -> bytes:
-    """A v2 batch whose (possibly compressed) records section is given verbatim."""
+    """A v2 batch whose (possibly compressed) records section is given verbatim; `producer` is
+    (producer id, epoch, base sequence) for an idempotent batch."""
     ts = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
+    pid, epoch, seq = producer
     after_crc = (
-        struct.pack(">hiqqqhii", compression, count - 1, ts, ts, -1, -1, -1, count)
+        struct.pack(">hiqqqhii", compression, count - 1, ts, ts, pid, epoch, seq, count)
         + records_section
     )
     crc = crc32c(after_crc)

@@ -18,6 +18,22 @@ use crate::topics::{self, open_topic, Partition, Topic, PARTITIONS_PER_TOPIC_MAX
 use crate::transactions::{TransactionCoordinator, TXN_STATE_TOPIC};
 use crate::validation::{RecordValidator, ValidatorSlot};
 
+/// Kafka's `transactional.id.expiration.ms` default: 7 days.
+pub const TRANSACTIONAL_ID_EXPIRATION_MS_DEFAULT: i64 = 7 * 24 * 60 * 60 * 1000;
+/// Kafka's `producer.id.expiration.ms` default: 1 day.
+pub const PRODUCER_ID_EXPIRATION_MS_DEFAULT: i64 = 24 * 60 * 60 * 1000;
+/// Kafka's `transaction.remove.expired.transaction.cleanup.interval.ms`.
+const TRANSACTIONAL_ID_SWEEP_INTERVAL_MS_MAX: i64 = 60 * 60 * 1000;
+/// Kafka's `producer.id.expiration.check.interval.ms`.
+const PRODUCER_ID_SWEEP_INTERVAL_MS_MAX: i64 = 10 * 60 * 1000;
+
+/// How often an expiry sweep runs: Kafka's check interval, or more often for a short
+/// expiration (half of it, at least every second), so nothing outlives it by much.
+fn sweep_interval(expiration_ms: i64, interval_ms_max: i64) -> std::time::Duration {
+    let ms = (expiration_ms / 2).clamp(1_000, interval_ms_max.max(1_000));
+    std::time::Duration::from_millis(ms as u64)
+}
+
 /// Broker-wide settings (from the `[kafka]`/`[server]` config sections).
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -33,6 +49,12 @@ pub struct BrokerConfig {
     pub offsets_retention_ms: i64,
     /// Memory and disk alarm thresholds.
     pub alarms: crate::alarms::AlarmConfig,
+    /// How long a transactional id without a transaction in progress is kept after its last
+    /// state change (`transactional.id.expiration.ms`).
+    pub transactional_id_expiration_ms: i64,
+    /// How long a partition keeps an idempotent producer's state after its last append
+    /// (`producer.id.expiration.ms`).
+    pub producer_id_expiration_ms: i64,
 }
 
 impl BrokerConfig {
@@ -46,6 +68,8 @@ impl BrokerConfig {
             group_initial_rebalance_delay_ms: 0,
             offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
             alarms: Default::default(),
+            transactional_id_expiration_ms: TRANSACTIONAL_ID_EXPIRATION_MS_DEFAULT,
+            producer_id_expiration_ms: PRODUCER_ID_EXPIRATION_MS_DEFAULT,
         }
     }
 }
@@ -168,7 +192,8 @@ impl Broker {
                 .cloned()
                 .ok_or_else(|| BrokerError::Storage(format!("internal topic {name} missing")))
         };
-        let offsets = OffsetStore::open(internal(OFFSETS_TOPIC)?)?;
+        let offsets_topic = internal(OFFSETS_TOPIC)?;
+        let (offsets, stored_groups) = OffsetStore::open(offsets_topic.clone())?;
         let txns = TransactionCoordinator::open(internal(TXN_STATE_TOPIC)?)?;
         let producer_ids = ProducerIdAllocator::open(&meta_dir)?;
         let delay = std::time::Duration::from_millis(config.group_initial_rebalance_delay_ms);
@@ -183,7 +208,7 @@ impl Broker {
             logs_dir,
             meta: Mutex::new(Meta { log, state }),
             topics: RwLock::new(topics),
-            groups: GroupCoordinator::new(delay),
+            groups: GroupCoordinator::with_store(delay, offsets_topic, stored_groups),
             offsets,
             producer_ids,
             validators,
@@ -478,6 +503,27 @@ impl Broker {
         }
     }
 
+    /// Forgets idempotent-producer state of producer ids that have not appended to a partition
+    /// for `producer_id_expiration_ms`, except while they have a transaction open there.
+    /// Returns how many (producer, partition) states were dropped.
+    pub fn expire_producers(&self, now_ms: i64) -> usize {
+        let expiration_ms = self.config.producer_id_expiration_ms;
+        let mut removed = 0;
+        for topic in self.topics() {
+            for p in topic.partitions() {
+                let mut states = p.producers.lock();
+                let txns = p.txns.lock();
+                removed += states.expire(now_ms, expiration_ms, |id| {
+                    txns.open_txn_start(id).is_some()
+                });
+            }
+        }
+        if removed > 0 {
+            tracing::info!(removed, "expired idle idempotent producer states");
+        }
+        removed
+    }
+
     /// Offsets of groups without members that are older than the retention, to be deleted by
     /// the caller with [`OffsetStore::delete`].
     pub fn expired_offsets(&self, now_ms: i64) -> Vec<(String, Vec<(String, i32)>)> {
@@ -514,6 +560,16 @@ impl Broker {
         }));
         let mut last_txn_check = tokio::time::Instant::now();
         let alarms = tokio::spawn(self.alarms.clone().run());
+        let txn_id_sweep = sweep_interval(
+            self.config.transactional_id_expiration_ms,
+            TRANSACTIONAL_ID_SWEEP_INTERVAL_MS_MAX,
+        );
+        let producer_sweep = sweep_interval(
+            self.config.producer_id_expiration_ms,
+            PRODUCER_ID_SWEEP_INTERVAL_MS_MAX,
+        );
+        let (mut last_txn_id_sweep, mut last_producer_sweep) =
+            (tokio::time::Instant::now(), tokio::time::Instant::now());
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -524,10 +580,25 @@ impl Broker {
             let txn_idle = txn_task.as_ref().is_none_or(|h| h.is_finished());
             if txn_idle && last_txn_check.elapsed() >= std::time::Duration::from_secs(1) {
                 last_txn_check = tokio::time::Instant::now();
+                let sweep_ids = last_txn_id_sweep.elapsed() >= txn_id_sweep;
+                if sweep_ids {
+                    last_txn_id_sweep = last_txn_check;
+                }
                 let broker = self.clone();
                 txn_task = Some(tokio::spawn(async move {
                     broker.txns.expire(&broker, crate::now_ms()).await;
+                    if sweep_ids {
+                        let expiration_ms = broker.config.transactional_id_expiration_ms;
+                        broker
+                            .txns
+                            .expire_transactional_ids(crate::now_ms(), expiration_ms)
+                            .await;
+                    }
                 }));
+            }
+            if last_producer_sweep.elapsed() >= producer_sweep {
+                last_producer_sweep = tokio::time::Instant::now();
+                self.expire_producers(crate::now_ms());
             }
             let idle = maintenance.as_ref().is_none_or(|h| h.is_finished());
             if idle && last_maintenance.elapsed() >= maintenance_interval {

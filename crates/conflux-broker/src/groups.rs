@@ -7,13 +7,22 @@
 //! waiting. Members whose heartbeats stop for their session timeout are removed, which starts a
 //! rebalance. Committed offsets live in [`crate::offsets`]; this module only decides whether a
 //! commit is allowed.
+//!
+//! Membership is persisted in `__consumer_offsets` (see [`store`]) whenever a group becomes
+//! Stable or Empty, and replayed at start-up, so a restart does not force a rebalance.
+
+pub mod store;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
+
+use crate::topics::Topic;
+use store::{StoredGroups, WriteReceiver};
 
 /// Limits.
 pub const GROUP_ID_LEN_MAX: usize = 255;
@@ -173,6 +182,10 @@ struct Group {
     pending: HashMap<String, Instant>,
     static_members: HashMap<String, String>,
     rebalance_deadline: Option<Instant>,
+    /// Bumped when membership changes without a new generation (a static member's new id).
+    members_version: u64,
+    /// What was last persisted: (state, generation, members_version).
+    persisted: Option<(GroupState, i32, u64)>,
 }
 
 impl Group {
@@ -187,7 +200,20 @@ impl Group {
             pending: HashMap::new(),
             static_members: HashMap::new(),
             rebalance_deadline: None,
+            members_version: 0,
+            // A new group has nothing worth a record until it first becomes Stable.
+            persisted: Some((GroupState::Empty, 0, 0)),
         }
+    }
+
+    /// The part of the group whose change calls for a new metadata record, in the states
+    /// Kafka persists (Stable, Empty).
+    fn persist_mark(&self) -> Option<(GroupState, i32, u64)> {
+        matches!(self.state, GroupState::Stable | GroupState::Empty).then_some((
+            self.state,
+            self.generation,
+            self.members_version,
+        ))
     }
 
     fn prepare_rebalance(&mut self, now: Instant) {
@@ -358,6 +384,8 @@ pub struct GroupCoordinator {
     /// Delay before the first rebalance of an empty group completes, so members starting
     /// together land in one generation (`group.initial.rebalance.delay.ms`).
     initial_rebalance_delay: Duration,
+    /// Where group metadata is persisted (`__consumer_offsets`); `None` keeps it in memory.
+    store: Option<Arc<Topic>>,
 }
 
 fn new_member_id(client_id: &str) -> String {
@@ -377,6 +405,51 @@ impl GroupCoordinator {
         GroupCoordinator {
             groups: Mutex::new(HashMap::new()),
             initial_rebalance_delay,
+            store: None,
+        }
+    }
+
+    /// A coordinator that persists group metadata to `topic` (`__consumer_offsets`) and
+    /// starts with the groups replayed from it.
+    pub fn with_store(
+        initial_rebalance_delay: Duration,
+        topic: Arc<Topic>,
+        stored: StoredGroups,
+    ) -> Self {
+        let now = Instant::now();
+        let groups: HashMap<String, Group> = stored
+            .into_iter()
+            .map(|(id, g)| {
+                let mut group = store::restore(g, now);
+                group.persisted = group.persist_mark();
+                (id, group)
+            })
+            .collect();
+        let members: usize = groups.values().map(|g| g.members.len()).sum();
+        tracing::info!(groups = groups.len(), members, "consumer groups restored");
+        GroupCoordinator {
+            groups: Mutex::new(groups),
+            initial_rebalance_delay,
+            store: Some(topic),
+        }
+    }
+
+    /// Writes the group's metadata record when it reached a persisted state it was not
+    /// written in yet. Call with the groups lock held, after every change.
+    fn persist_changes(&self, group_id: &str, group: &mut Group) -> Option<WriteReceiver> {
+        let topic = self.store.as_ref()?;
+        let mark = group.persist_mark()?;
+        if group.persisted == Some(mark) {
+            return None;
+        }
+        group.persisted = Some(mark);
+        let value = store::snapshot(group)?;
+        match store::write(topic, group_id, Some(&value)) {
+            Ok(rx) => Some(rx),
+            Err(e) => {
+                tracing::warn!(group = group_id, error = %e, "persisting group metadata failed");
+                None
+            }
         }
     }
 
@@ -400,7 +473,10 @@ impl GroupCoordinator {
             let group = groups
                 .entry(req.group_id.clone())
                 .or_insert_with(Group::new);
-            match self.join_locked(group, req) {
+            let group_id = req.group_id.clone();
+            let joined = self.join_locked(group, req);
+            self.persist_changes(&group_id, group);
+            match joined {
                 Ok(rx) => rx,
                 Err(resp) => return *resp,
             }
@@ -577,6 +653,7 @@ impl GroupCoordinator {
         if group.leader.as_deref() == Some(old_id) {
             group.leader = Some(new_id.clone());
         }
+        group.members_version += 1;
         match group.state {
             GroupState::Stable => {
                 let leader_is_self = group.leader.as_deref() == Some(&new_id);
@@ -597,6 +674,7 @@ impl GroupCoordinator {
     }
 
     /// SyncGroup. The leader's call carries assignments; everyone's resolves with their own.
+    /// The answers to the leader's SyncGroup wait until the Stable group is persisted.
     pub async fn sync(
         &self,
         group_id: &str,
@@ -605,7 +683,8 @@ impl GroupCoordinator {
         instance_id: Option<&str>,
         assignments: Vec<(String, Bytes)>,
     ) -> Result<SyncResponse, GroupError> {
-        let rx = {
+        type Waiter = oneshot::Sender<Result<SyncResponse, GroupError>>;
+        let (rx, answers, write): (_, Vec<(Waiter, SyncResponse)>, _) = {
             let mut groups = self.groups.lock();
             let group = groups
                 .get_mut(group_id)
@@ -629,6 +708,8 @@ impl GroupCoordinator {
                 m.sync_waiter = Some(tx);
                 m.last_heartbeat = Instant::now();
             }
+            let mut answers = Vec::new();
+            let mut write = None;
             if group.leader.as_deref() == Some(member_id) {
                 let mut given: HashMap<String, Bytes> = assignments.into_iter().collect();
                 let protocol_type = Some(group.protocol_type.clone());
@@ -636,17 +717,36 @@ impl GroupCoordinator {
                 for m in group.members.values_mut() {
                     m.assignment = given.remove(&m.id).unwrap_or_default();
                     if let Some(w) = m.sync_waiter.take() {
-                        let _ = w.send(Ok(SyncResponse {
+                        let response = SyncResponse {
                             protocol_type: protocol_type.clone(),
                             protocol_name: protocol_name.clone(),
                             assignment: m.assignment.clone(),
-                        }));
+                        };
+                        answers.push((w, response));
                     }
                 }
                 group.state = GroupState::Stable;
+                write = self.persist_changes(group_id, group);
             }
-            rx
+            (rx, answers, write)
         };
+        let persisted = match write {
+            None => Ok(()),
+            Some(w) => match w.await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("the offsets log closed".to_string()),
+            },
+        };
+        if let Err(e) = &persisted {
+            tracing::warn!(group = group_id, error = %e, "persisting a stable group failed");
+        }
+        for (w, response) in answers {
+            let _ = w.send(match &persisted {
+                Ok(()) => Ok(response),
+                Err(_) => Err(GroupError::CoordinatorNotAvailable),
+            });
+        }
         rx.await.unwrap_or(Err(GroupError::CoordinatorNotAvailable))
     }
 
@@ -698,6 +798,7 @@ impl GroupCoordinator {
                     return Err(GroupError::UnknownMemberId);
                 }
                 group.remove_member(&resolved, now);
+                self.persist_changes(group_id, group);
                 Ok(())
             })
             .collect())
@@ -745,7 +846,7 @@ impl GroupCoordinator {
     pub fn tick(&self) {
         let now = Instant::now();
         let mut groups = self.groups.lock();
-        for group in groups.values_mut() {
+        for (group_id, group) in groups.iter_mut() {
             group.pending.retain(|_, expiry| *expiry > now);
             let expired: Vec<String> = group
                 .members
@@ -766,6 +867,7 @@ impl GroupCoordinator {
             {
                 group.complete_join();
             }
+            self.persist_changes(group_id, group);
         }
     }
 
@@ -829,6 +931,12 @@ impl GroupCoordinator {
             Some(g) if !g.members.is_empty() => Err(GroupError::NonEmptyGroup),
             Some(_) => {
                 groups.remove(group_id);
+                if let Some(topic) = &self.store {
+                    // The tombstone is queued in order behind the group's earlier records.
+                    if let Err(e) = store::write(topic, group_id, None) {
+                        tracing::warn!(group = group_id, error = %e, "writing group tombstone failed");
+                    }
+                }
                 Ok(())
             }
             None => Ok(()),

@@ -1,6 +1,8 @@
 //! Committed consumer-group offsets, kept in memory and stored durably as records of the
 //! internal compacted topic `__consumer_offsets` (key: group/topic/partition; value: the
-//! offset, or a tombstone when deleted). The topic is replayed at start-up.
+//! offset, or a tombstone when deleted). The topic is replayed at start-up; the group
+//! metadata records it also holds (see [`crate::groups::store`]) are handed to the group
+//! coordinator.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,6 +13,7 @@ use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{BrokerError, Result};
+use crate::groups::store::StoredGroups;
 use crate::topics::Topic;
 
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -43,20 +46,28 @@ pub struct OffsetStore {
 }
 
 impl OffsetStore {
-    /// Replays the offsets topic into memory. Blocking.
-    pub fn open(topic: Arc<Topic>) -> Result<OffsetStore> {
+    /// Replays the offsets topic into memory; returns the group metadata found beside the
+    /// offsets. Blocking.
+    pub fn open(topic: Arc<Topic>) -> Result<(OffsetStore, StoredGroups)> {
         let mut offsets: HashMap<String, GroupOffsets> = HashMap::new();
-        crate::replay::replay_records(&topic, |key, value| apply_record(&mut offsets, key, value))?;
+        let mut groups = StoredGroups::new();
+        crate::replay::replay_records(&topic, |key, value| {
+            match key.and_then(crate::groups::store::group_of_key) {
+                Some(group) => crate::groups::store::apply_record(&mut groups, group, value),
+                None => apply_record(&mut offsets, key, value),
+            }
+        })?;
         let count: usize = offsets.values().map(HashMap::len).sum();
         tracing::info!(
             groups = offsets.len(),
             offsets = count,
             "committed offsets loaded"
         );
-        Ok(OffsetStore {
+        let store = OffsetStore {
             topic,
             offsets: RwLock::new(offsets),
-        })
+        };
+        Ok((store, groups))
     }
 
     /// Durably stores a set of commits for one group, then makes them visible.

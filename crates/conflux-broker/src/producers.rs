@@ -5,6 +5,11 @@
 //! The state is rebuilt from the log's batch headers at start-up, so deduplication survives a
 //! restart (including `kill -9`): every acknowledged batch is in the log, and the log is the
 //! snapshot.
+//!
+//! A producer id that has not appended for `producer.id.expiration.ms` is forgotten (never
+//! while it has a transaction open on the partition). As in Kafka 3.x, a producer the
+//! partition has no state for is accepted at any sequence, so a retry of an expired producer's
+//! old batch is appended again rather than answered as a duplicate.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -81,14 +86,8 @@ impl ProducerStates {
             return SequenceCheck::NotIdempotent;
         }
         let Some(entry) = self.producers.get(&h.producer_id) else {
-            return if h.base_sequence == 0 {
-                SequenceCheck::Accept
-            } else {
-                SequenceCheck::OutOfOrder {
-                    expected: 0,
-                    got: h.base_sequence,
-                }
-            };
+            // No state (new, expired, or its batches deleted by retention): any sequence.
+            return SequenceCheck::Accept;
         };
         if h.producer_epoch < entry.epoch {
             return SequenceCheck::StaleEpoch {
@@ -218,6 +217,19 @@ impl ProducerStates {
             .collect()
     }
 
+    /// Forgets producers whose last append is older than `expiration_ms`, except those with a
+    /// batch still in flight or for which `keep` is true (an open transaction). Returns how
+    /// many were removed.
+    pub fn expire(&mut self, now_ms: i64, expiration_ms: i64, keep: impl Fn(i64) -> bool) -> usize {
+        let before = self.producers.len();
+        self.producers.retain(|id, e| {
+            now_ms.saturating_sub(e.last_used_ms) < expiration_ms
+                || e.batches.iter().any(|b| b.base_offset < 0)
+                || keep(*id)
+        });
+        before - self.producers.len()
+    }
+
     fn evict_oldest(&mut self) {
         if let Some(oldest) = self
             .producers
@@ -288,6 +300,33 @@ mod tests {
             s.check(&header(-1, -1, -1, 1)),
             SequenceCheck::NotIdempotent
         );
+    }
+
+    #[test]
+    fn unknown_producers_are_accepted_at_any_sequence() {
+        let s = ProducerStates::default();
+        assert_eq!(s.check(&header(9, 0, 0, 1)), SequenceCheck::Accept);
+        assert_eq!(s.check(&header(9, 3, 17, 2)), SequenceCheck::Accept);
+    }
+
+    #[test]
+    fn idle_producers_expire_unless_kept_or_in_flight() {
+        let mut s = ProducerStates::default();
+        s.record(&header(1, 0, 0, 5), 0, 1_000);
+        s.record(&header(2, 0, 0, 1), 10, 1_000);
+        s.record(&header(3, 0, 0, 1), -1, 1_000);
+        s.record(&header(4, 0, 0, 1), 11, 9_500);
+        assert_eq!(
+            s.check(&header(1, 0, 0, 5)),
+            SequenceCheck::Duplicate { base_offset: 0 }
+        );
+        // Producer 2 has an open transaction, 3 a batch in flight, 4 appended recently.
+        assert_eq!(s.expire(10_000, 5_000, |id| id == 2), 1);
+        assert_eq!(s.epoch_of(1), None);
+        assert!(s.epoch_of(2).is_some() && s.epoch_of(3).is_some() && s.epoch_of(4).is_some());
+        // The expired producer's old batch is no longer recognised: it would be appended again.
+        assert_eq!(s.check(&header(1, 0, 0, 5)), SequenceCheck::Accept);
+        assert_eq!(s.check(&header(1, 0, 5, 1)), SequenceCheck::Accept);
     }
 
     #[test]

@@ -53,6 +53,45 @@ const SUBJECT_NAME_STRATEGIES: &[&str] = &[
 /// Values of `conflux.*.schema.validation`.
 const SCHEMA_VALIDATION_MODES: &[&str] = &["false", "true", "id", "payload"];
 
+/// Kafka 3.x's default for the deprecated `message.format.version`.
+pub const MESSAGE_FORMAT_VERSION_DEFAULT: &str = "3.0-IV1";
+/// Kafka releases a `message.format.version` may name (the part before any `-IVn`).
+const KAFKA_RELEASES: &[&str] = &[
+    "0.8.0", "0.8.1", "0.8.2", "0.9.0", "0.10.0", "0.10.1", "0.10.2", "0.11.0", "1.0", "1.1",
+    "2.0", "2.1", "2.2", "2.3", "2.4", "2.5", "2.6", "2.7", "2.8", "3.0", "3.1", "3.2", "3.3",
+    "3.4", "3.5", "3.6", "3.7", "3.8", "3.9",
+];
+
+/// Checks a `message.format.version` the way Kafka 3.x parses it: a release (`0.10.0`,
+/// `2.8`; pre-1.0 releases have three parts) with optional further numeric parts
+/// (`0.10.0.0`) and an optional `-IVn` suffix.
+fn check_message_format_version(value: &str) -> Result<(), String> {
+    let (version, iv) = match value.split_once("-IV") {
+        Some((v, n)) => (v, Some(n)),
+        None => (value, None),
+    };
+    let bad =
+        || format!("not a Kafka version (e.g. 0.10.0, 2.8 or {MESSAGE_FORMAT_VERSION_DEFAULT})");
+    if iv.is_some_and(|n| n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit())) {
+        return Err(bad());
+    }
+    let parts: Vec<&str> = version.split('.').collect();
+    if parts.len() > 4
+        || parts
+            .iter()
+            .any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(bad());
+    }
+    let release_len = if parts[0] == "0" { 3 } else { 2 };
+    if parts.len() < release_len
+        || !KAFKA_RELEASES.contains(&parts[..release_len].join(".").as_str())
+    {
+        return Err(bad());
+    }
+    Ok(())
+}
+
 /// Every topic config key Conflux honours. Defaults match Kafka's.
 pub const TOPIC_CONFIG_KEYS: &[ConfigKey] = &[
     ConfigKey { name: "cleanup.policy", default: "delete", kind: ConfigType::List, doc: "delete, compact, or both", allowed: &["delete", "compact"], min: 0.0 },
@@ -67,6 +106,8 @@ pub const TOPIC_CONFIG_KEYS: &[ConfigKey] = &[
     ConfigKey { name: "flush.messages", default: "1", kind: ConfigType::Long, doc: "fsync after this many messages; 1 (the default) means every append is fsync'd before it is acknowledged", allowed: &[], min: 1.0 },
     ConfigKey { name: "flush.ms", default: "9223372036854775807", kind: ConfigType::Long, doc: "fsync at least this often when flush.messages > 1", allowed: &[], min: 0.0 },
     ConfigKey { name: "max.message.bytes", default: "1048588", kind: ConfigType::Int, doc: "largest record batch accepted", allowed: &[], min: 0.0 },
+    ConfigKey { name: "message.downconversion.enable", default: "true", kind: ConfigType::Boolean, doc: "accepted for compatibility (removed in Kafka 4.0); Conflux serves Fetch v4+ only, so records are never down-converted", allowed: &[], min: 0.0 },
+    ConfigKey { name: "message.format.version", default: MESSAGE_FORMAT_VERSION_DEFAULT, kind: ConfigType::String, doc: "deprecated; accepted and ignored as by Kafka 3.x: records are always stored in format v2", allowed: &[], min: 0.0 },
     ConfigKey { name: "message.timestamp.type", default: "CreateTime", kind: ConfigType::String, doc: "CreateTime or LogAppendTime", allowed: &["CreateTime", "LogAppendTime"], min: 0.0 },
     ConfigKey { name: "min.cleanable.dirty.ratio", default: "0.5", kind: ConfigType::Double, doc: "dirty fraction that triggers compaction", allowed: &[], min: 0.0 },
     ConfigKey { name: "min.insync.replicas", default: "1", kind: ConfigType::Int, doc: "accepted for compatibility; a single node is always in sync", allowed: &[], min: 1.0 },
@@ -101,6 +142,9 @@ pub fn validate(name: &str, value: &str) -> Result<(), ConfigError> {
         value: value.to_string(),
         reason: reason.to_string(),
     };
+    if name == "message.format.version" {
+        check_message_format_version(value).map_err(|reason| bad(&reason))?;
+    }
     match key.kind {
         ConfigType::Int | ConfigType::Short | ConfigType::Long => {
             let v: i64 = value.trim().parse().map_err(|_| bad("not an integer"))?;
@@ -249,6 +293,40 @@ mod tests {
         assert!(validate("cleanup.policy", "forever").is_err());
         assert!(validate("min.cleanable.dirty.ratio", "1.5").is_err());
         assert!(validate("max.message.bytes", "99999999999").is_err());
+    }
+
+    #[test]
+    fn deprecated_kafka_3_configs_are_accepted_and_validated() {
+        for ok in [
+            "0.10.0.0",
+            "0.10.0",
+            "0.10.0-IV1",
+            "2.8",
+            "3.0-IV1",
+            "3.9-IV0",
+            "1.0.0",
+        ] {
+            assert!(validate("message.format.version", ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "", "banana", "0.10", "4.0", "3.0-IV", "3.0-IVx", "0.7.0", "3..0",
+        ] {
+            assert!(validate("message.format.version", bad).is_err(), "{bad:?}");
+        }
+        assert!(validate("message.downconversion.enable", "false").is_ok());
+        assert!(validate("message.downconversion.enable", "no").is_err());
+        let mut cfg = TopicConfig::default();
+        assert_eq!(
+            cfg.get("message.format.version"),
+            Some(("3.0-IV1".into(), ConfigSource::Default))
+        );
+        cfg.overrides
+            .insert("message.format.version".into(), "0.10.0.0".into());
+        assert_eq!(
+            cfg.get("message.format.version"),
+            Some(("0.10.0.0".into(), ConfigSource::Topic))
+        );
+        assert_eq!(cfg.log_config(), TopicConfig::default().log_config());
     }
 
     #[test]

@@ -12,6 +12,9 @@
 //! Fencing: every InitProducerId for a transactional id bumps the producer epoch (aborting an
 //! ongoing transaction of the previous epoch first), and a transaction running longer than its
 //! timeout is aborted with a bumped epoch, so the old producer's later requests are refused.
+//!
+//! Expiry: a transactional id without a transaction in progress whose state has not changed
+//! for `transactional.id.expiration.ms` is removed with a tombstone, as Kafka does.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -562,6 +565,66 @@ impl TransactionCoordinator {
         }
     }
 
+    /// Removes transactional ids with no transaction in progress (Empty, CompleteCommit,
+    /// CompleteAbort) whose state is older than `expiration_ms`, writing a tombstone for each.
+    /// Returns how many were removed. Called periodically.
+    pub async fn expire_transactional_ids(&self, now_ms: i64, expiration_ms: i64) -> usize {
+        if !self.recovered.load(Ordering::Acquire) {
+            return 0;
+        }
+        let expired = |m: &TxnMeta| {
+            matches!(
+                m.state,
+                TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
+            ) && now_ms.saturating_sub(m.updated_ms) >= expiration_ms
+        };
+        let due: Vec<String> = self
+            .metas
+            .lock()
+            .iter()
+            .filter(|(_, m)| expired(m))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut removed = 0;
+        for id in due {
+            let lock = self.op_lock(&id);
+            let _guard = lock.lock().await;
+            if !self.get(&id).is_some_and(|m| expired(&m)) {
+                continue;
+            }
+            if let Err(e) = self.remove(&id).await {
+                tracing::warn!(transactional_id = %id, error = %e, "expiring a transactional id failed; will retry");
+                continue;
+            }
+            {
+                // Drop the id's op lock too, unless another request already waits on it.
+                let mut ops = self.ops.lock();
+                if Arc::strong_count(&lock) == 2 {
+                    ops.remove(&id);
+                }
+            }
+            tracing::info!(transactional_id = %id, "transactional id expired");
+            removed += 1;
+        }
+        removed
+    }
+
+    /// Writes a tombstone for `id`, then forgets it.
+    async fn remove(&self, id: &str) -> TxnResult<()> {
+        let now = crate::now_ms();
+        let mut builder = BatchBuilder::new(now);
+        let key = TxnKey {
+            transactional_id: id.to_string(),
+        };
+        builder.append(now, Some(encode(&key)), None, Vec::new());
+        let batch = builder
+            .build()
+            .map_err(|e| TxnError::Storage(format!("building transaction state batch: {e}")))?;
+        self.topic.append(0, batch).await?;
+        self.metas.lock().remove(id);
+        Ok(())
+    }
+
     /// The state of a transactional id.
     pub fn describe(&self, id: &str) -> Option<TxnMeta> {
         self.get(id)
@@ -853,6 +916,85 @@ mod tests {
         assert!(vals.is_empty());
         assert_eq!(aborted, 1);
         assert_eq!(lso, 2);
+        broker.close();
+    }
+
+    #[tokio::test]
+    async fn idle_transactional_ids_expire_with_a_tombstone() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = open_with_topic(dir.path(), "t").await;
+        let init = |id: &'static str| {
+            let broker = broker.clone();
+            async move {
+                broker
+                    .txns
+                    .init_producer_id(&broker, id, 60_000, None)
+                    .await
+                    .unwrap()
+            }
+        };
+        let (idle_pid, idle_epoch) = init("idle").await;
+        let (busy_pid, busy_epoch) = init("busy").await;
+        broker
+            .txns
+            .add_partitions(
+                &broker,
+                "busy",
+                busy_pid,
+                busy_epoch,
+                vec![("t".into(), 0)],
+                false,
+            )
+            .await
+            .unwrap();
+        let now = crate::now_ms();
+        assert_eq!(broker.txns.expire_transactional_ids(now, 60_000).await, 0);
+        // Later than the expiration: the idle id goes, the one with a transaction stays.
+        assert_eq!(
+            broker
+                .txns
+                .expire_transactional_ids(now + 60_000, 60_000)
+                .await,
+            1
+        );
+        let listed: Vec<String> = broker.txns.list().into_iter().map(|t| t.0).collect();
+        assert_eq!(listed, ["busy"]);
+        assert_eq!(
+            broker
+                .txns
+                .add_partitions(
+                    &broker,
+                    "idle",
+                    idle_pid,
+                    idle_epoch,
+                    vec![("t".into(), 0)],
+                    false
+                )
+                .await,
+            Err(TxnError::InvalidProducerIdMapping)
+        );
+        broker.close();
+        drop(broker);
+
+        let broker = open(dir.path()).await;
+        assert!(
+            broker.txns.describe("idle").is_none(),
+            "the tombstone was replayed"
+        );
+        assert_eq!(
+            broker.txns.describe("busy").unwrap().state,
+            TxnState::Ongoing
+        );
+        let (pid, epoch) = broker
+            .txns
+            .init_producer_id(&broker, "idle", 60_000, None)
+            .await
+            .unwrap();
+        assert_ne!(
+            pid, idle_pid,
+            "an expired id starts over with a new producer id"
+        );
+        assert_eq!(epoch, 0);
         broker.close();
     }
 }

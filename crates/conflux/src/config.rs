@@ -128,6 +128,12 @@ pub struct KafkaConfig {
     /// consumers starting together land in one generation (Kafka's
     /// `group.initial.rebalance.delay.ms`; Kafka defaults to 3000).
     pub group_initial_rebalance_delay_ms: u64,
+    /// How long a transactional id with no transaction in progress is kept after its last
+    /// activity before it is removed (Kafka's `transactional.id.expiration.ms`).
+    pub transactional_id_expiration_ms: u64,
+    /// How long a partition remembers an idempotent producer after its last append (Kafka's
+    /// `producer.id.expiration.ms`).
+    pub producer_id_expiration_ms: u64,
     pub topic_defaults: TopicDefaults,
 }
 
@@ -143,6 +149,10 @@ impl Default for KafkaConfig {
             auto_create_topics: true,
             num_partitions: 1,
             group_initial_rebalance_delay_ms: 0,
+            transactional_id_expiration_ms:
+                conflux_broker::broker::TRANSACTIONAL_ID_EXPIRATION_MS_DEFAULT as u64,
+            producer_id_expiration_ms: conflux_broker::broker::PRODUCER_ID_EXPIRATION_MS_DEFAULT
+                as u64,
             topic_defaults: TopicDefaults::default(),
         }
     }
@@ -410,6 +420,8 @@ const KEYS: &[(&str, Kind)] = &[
     ("kafka.auto_create_topics", Kind::Bool),
     ("kafka.num_partitions", Kind::Int),
     ("kafka.group_initial_rebalance_delay_ms", Kind::Int),
+    ("kafka.transactional_id_expiration_ms", Kind::Int),
+    ("kafka.producer_id_expiration_ms", Kind::Int),
     ("kafka.topic_defaults.message_size_bytes_max", Kind::Int),
     ("kafka.topic_defaults.retention_ms", Kind::Int),
     ("kafka.topic_defaults.segment_size_bytes", Kind::Int),
@@ -587,10 +599,18 @@ impl Config {
             return Err(invalid("nats.password", "(set)", "needs nats.user"));
         }
         let k = &self.kafka;
-        let positive: [(&'static str, u64); 4] = [
+        let positive: [(&'static str, u64); 6] = [
             ("kafka.request_size_bytes_max", k.request_size_bytes_max),
             ("kafka.connections_max", k.connections_max.into()),
             ("kafka.num_partitions", k.num_partitions.into()),
+            (
+                "kafka.transactional_id_expiration_ms",
+                k.transactional_id_expiration_ms,
+            ),
+            (
+                "kafka.producer_id_expiration_ms",
+                k.producer_id_expiration_ms,
+            ),
             (
                 "kafka.topic_defaults.segment_size_bytes",
                 k.topic_defaults.segment_size_bytes,
@@ -614,6 +634,24 @@ impl Config {
                 k.group_initial_rebalance_delay_ms,
                 "must be at most 300000 (5 minutes)",
             ));
+        }
+        for (key, value) in [
+            (
+                "kafka.transactional_id_expiration_ms",
+                k.transactional_id_expiration_ms,
+            ),
+            (
+                "kafka.producer_id_expiration_ms",
+                k.producer_id_expiration_ms,
+            ),
+        ] {
+            if value > i32::MAX as u64 {
+                return Err(invalid(
+                    key,
+                    value,
+                    "must be at most 2147483647 (as in Kafka)",
+                ));
+            }
         }
         if k.num_partitions > i32::MAX as u32 {
             return Err(invalid(
@@ -750,6 +788,8 @@ impl Config {
         c.auto_create_topics = self.kafka.auto_create_topics;
         c.num_partitions = self.kafka.num_partitions;
         c.group_initial_rebalance_delay_ms = self.kafka.group_initial_rebalance_delay_ms;
+        c.transactional_id_expiration_ms = self.kafka.transactional_id_expiration_ms as i64;
+        c.producer_id_expiration_ms = self.kafka.producer_id_expiration_ms as i64;
         c.topic_defaults = topic_defaults;
         c.alarms = conflux_broker::alarms::AlarmConfig {
             memory_high_watermark_bytes: self.server.memory_high_watermark_bytes,
