@@ -133,19 +133,19 @@ fn authenticate(
         }
         _ => return None,
     };
-    let ok = server
+    login_allowed(server, &user, &pass, peer.ip()).then_some(user)
+}
+
+/// Whether `user`/`pass` may log in from `ip`: a configured user, or `guest`/`guest` from
+/// loopback (when enabled). Shared by AMQP and the management HTTP API.
+pub fn login_allowed(server: &Server, user: &str, pass: &str, ip: std::net::IpAddr) -> bool {
+    let configured = server
         .config
         .users
         .iter()
-        .any(|(u, p)| *u == user && *p == pass);
-    if ok {
-        return Some(user);
-    }
+        .any(|(u, p)| u == user && p == pass);
     let guest = user == "guest" && pass == "guest" && server.config.guest_enabled;
-    if guest && (peer.ip().is_loopback() || server.config.guest_remote) {
-        return Some(user);
-    }
-    None
+    configured || (guest && (ip.is_loopback() || server.config.guest_remote))
 }
 
 /// Serves one connection until it closes or `shutdown` fires.
@@ -201,7 +201,7 @@ pub async fn handle(
         Ok(r) => r,
         Err(_) => Err(None),
     };
-    let (frame_max, channel_max) = match result {
+    let (frame_max, channel_max, user) = match result {
         Ok(v) => v,
         Err(e) => {
             if let Some(e) = e {
@@ -222,6 +222,7 @@ pub async fn handle(
             frame_max,
             channel_max,
             heartbeat_s: heartbeat.load(Ordering::Relaxed),
+            user,
         },
     );
     let (pipe_tx, pipe_rx) = mpsc::unbounded_channel();
@@ -374,7 +375,7 @@ async fn handshake<R: tokio::io::AsyncRead + Unpin>(
     rd: &mut R,
     peer: SocketAddr,
     heartbeat: &AtomicU32,
-) -> Result<(u32, u16), Option<AmqpError>> {
+) -> Result<(u32, u16, String), Option<AmqpError>> {
     shared.send(method(AMQPClass::Connection(
         connection::AMQPMethod::Start(connection::Start {
             version_major: 0,
@@ -403,14 +404,12 @@ async fn handshake<R: tokio::io::AsyncRead + Unpin>(
             shared.cancel_notify.store(true, Ordering::Relaxed);
         }
     }
-    if authenticate(
+    let Some(user) = authenticate(
         server,
         start_ok.mechanism.as_str(),
         start_ok.response.as_bytes(),
         peer,
-    )
-    .is_none()
-    {
+    ) else {
         return Err(Some(AmqpError::new(
             code::ACCESS_REFUSED,
             format!(
@@ -418,7 +417,7 @@ async fn handshake<R: tokio::io::AsyncRead + Unpin>(
                 start_ok.mechanism.as_str()
             ),
         )));
-    }
+    };
     let cfg = &server.config;
     shared.send(method(AMQPClass::Connection(connection::AMQPMethod::Tune(
         connection::Tune {
@@ -474,7 +473,7 @@ async fn handshake<R: tokio::io::AsyncRead + Unpin>(
     shared.send(method(AMQPClass::Connection(
         connection::AMQPMethod::OpenOk(connection::OpenOk {}),
     )));
-    Ok((frame_max, channel_max))
+    Ok((frame_max, channel_max, user))
 }
 
 /// Writes everything queued for the connection, coalescing frames, and sends heartbeats

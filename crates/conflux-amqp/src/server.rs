@@ -450,6 +450,8 @@ pub struct ConnInfo {
     pub frame_max: u32,
     pub channel_max: u16,
     pub heartbeat_s: u32,
+    /// The user it logged in as.
+    pub user: String,
 }
 
 /// Lists a connection in [`Server::connections`] while it lives.

@@ -226,9 +226,10 @@ pub struct AmqpConfig {
     /// ms; 0 redelivers at once.
     pub redelivery_backoff_base_ms: u64,
     pub redelivery_backoff_max_ms: u64,
-    /// Where to serve the RabbitMQ management HTTP API subset (RabbitMQ uses port 15672);
-    /// off when unset.
-    pub management_listen: Option<SocketAddr>,
+    /// Whether to serve the RabbitMQ management HTTP API subset (needs `amqp.enabled`).
+    pub management_enabled: bool,
+    /// Where to serve it (RabbitMQ's port is 15672).
+    pub management_listen: SocketAddr,
 }
 
 impl Default for AmqpConfig {
@@ -245,7 +246,8 @@ impl Default for AmqpConfig {
             users: BTreeMap::new(),
             redelivery_backoff_base_ms: 0,
             redelivery_backoff_max_ms: 60_000,
-            management_listen: None,
+            management_enabled: true,
+            management_listen: addr("0.0.0.0:15672"),
         }
     }
 }
@@ -391,6 +393,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("amqp.guest_enabled", Kind::Bool),
     ("amqp.redelivery_backoff_base_ms", Kind::Int),
     ("amqp.redelivery_backoff_max_ms", Kind::Int),
+    ("amqp.management_enabled", Kind::Bool),
     ("amqp.management_listen", Kind::Str),
     ("nats.enabled", Kind::Bool),
     ("nats.listen", Kind::Str),
@@ -687,6 +690,11 @@ impl Config {
         [
             ("kafka", self.kafka.enabled, self.kafka.listen),
             ("amqp", self.amqp.enabled, self.amqp.listen),
+            (
+                "management",
+                self.amqp.enabled && self.amqp.management_enabled,
+                self.amqp.management_listen,
+            ),
             ("nats", self.nats.enabled, self.nats.listen),
             ("aws", self.aws.enabled, self.aws.listen),
             ("registry", self.registry.enabled, self.registry.listen),
@@ -699,10 +707,12 @@ impl Config {
     }
 }
 
-fn listen_key(protocol: &str) -> &'static str {
+/// The config key of a listener's address, for messages.
+pub fn listen_key(protocol: &str) -> &'static str {
     match protocol {
         "kafka" => "kafka.listen",
         "amqp" => "amqp.listen",
+        "management" => "amqp.management_listen",
         "nats" => "nats.listen",
         "aws" => "aws.listen",
         "registry" => "registry.listen",

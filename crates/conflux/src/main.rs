@@ -10,6 +10,7 @@ mod client;
 mod config;
 mod listeners;
 mod logging;
+mod management;
 mod ops;
 mod queue_cmd;
 mod records_cmd;

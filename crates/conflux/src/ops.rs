@@ -414,22 +414,13 @@ async fn admin(
 
 /// The RabbitMQ management API subset, under `/api/v1/rabbitmq/api/…` (`None` for others).
 fn rabbitmq(h: &ProtocolHandles, what: &str) -> Option<Reply> {
-    use conflux_amqp::management as m;
-    let render: fn(&conflux_amqp::Server) -> Value = match what {
-        "overview" => m::overview,
-        "queues" => m::queues,
-        "exchanges" => m::exchanges,
-        "bindings" => m::bindings,
-        "connections" => m::connections,
-        "consumers" => m::consumers,
-        _ => return None,
-    };
     Some(match h.amqp.get() {
-        Some(server) => Ok((StatusCode::OK, render(server))),
-        None => Err(ApiError::not_found(
+        Some(server) => Ok((StatusCode::OK, crate::management::read_only(server, what)?)),
+        None if crate::management::READ_ONLY.contains(&what) => Err(ApiError::not_found(
             "amqp_disabled",
             "the AMQP listener is not running on this node",
         )),
+        None => return None,
     })
 }
 
@@ -516,74 +507,4 @@ fn nats(h: &ProtocolHandles) -> Reply {
             "streams": streams,
         }),
     ))
-}
-
-/// Most management API connections served at once.
-const MANAGEMENT_CONNECTIONS_MAX: usize = 256;
-
-/// Serves the RabbitMQ management API subset (`GET /api/overview|queues|exchanges|bindings|
-/// connections|consumers`) on its own listener, as RabbitMQ does on 15672, until `shutdown`.
-pub async fn serve_management(
-    listener: tokio::net::TcpListener,
-    handles: Arc<ProtocolHandles>,
-    shutdown: tokio_util::sync::CancellationToken,
-) {
-    let permits = Arc::new(tokio::sync::Semaphore::new(MANAGEMENT_CONNECTIONS_MAX));
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            a = listener.accept() => a,
-        };
-        let Ok((stream, _)) = accepted else {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            continue;
-        };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            continue;
-        };
-        let handles = handles.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request: hyper::Request<_>| {
-                let handles = handles.clone();
-                async move { Ok::<_, std::convert::Infallible>(management_response(&handles, &request)) }
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            tokio::select! {
-                _ = connection => {}
-                _ = shutdown.cancelled() => {}
-            }
-            drop(permit);
-        });
-    }
-}
-
-fn management_response<B>(
-    handles: &ProtocolHandles,
-    request: &hyper::Request<B>,
-) -> hyper::Response<http_body_util::Full<hyper::body::Bytes>> {
-    let path = request.uri().path().trim_end_matches('/');
-    let reply = match (request.method(), path.strip_prefix("/api/")) {
-        (&Method::GET, Some(what)) if !what.contains('/') => rabbitmq(handles, what),
-        _ => None,
-    }
-    .unwrap_or_else(|| {
-        Err(ApiError::not_found(
-            "not_found",
-            format!("no such endpoint: {path}"),
-        ))
-    });
-    let (status, body) = match reply {
-        Ok((status, value)) => (status, value.to_string()),
-        Err(e) => (e.status, e.body()),
-    };
-    let mut response =
-        hyper::Response::new(http_body_util::Full::new(hyper::body::Bytes::from(body)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
-    response
 }

@@ -215,7 +215,6 @@ fn struct_keys() -> Vec<String> {
     config.nats.user = Some("u".to_owned());
     config.nats.password = Some("p".to_owned());
     config.nats.token = Some("t".to_owned());
-    config.amqp.management_listen = Some("127.0.0.1:15672".parse().unwrap());
     let mut out = Vec::new();
     walk("", &toml::Value::try_from(&config).unwrap(), &mut out);
     out.sort();
