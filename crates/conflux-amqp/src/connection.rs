@@ -1066,7 +1066,7 @@ impl Conn {
                 );
                 Ok(())
             }
-            AMQPClass::Basic(basic::AMQPMethod::Consume(c)) => self.consume(chid, c),
+            AMQPClass::Basic(basic::AMQPMethod::Consume(c)) => self.consume(chid, c).await,
             AMQPClass::Basic(basic::AMQPMethod::Cancel(c)) => {
                 let ch = self.channel_mut(chid)?;
                 if let Some((target, consumer)) = ch.consumers.remove(c.consumer_tag.as_str()) {
@@ -1427,7 +1427,7 @@ impl Conn {
             .ok_or_else(|| AmqpError::new(code::CHANNEL_ERROR, "no such channel"))
     }
 
-    fn consume(&mut self, chid: u16, c: basic::Consume) -> AResult<()> {
+    async fn consume(&mut self, chid: u16, c: basic::Consume) -> AResult<()> {
         let server = self.server.clone();
         let conn_id = self.shared.id;
         let tag = if c.consumer_tag.as_str().is_empty() {
@@ -1490,27 +1490,11 @@ impl Conn {
                     "consumer prefetch count is not set for stream queue",
                 ));
             }
-            let p = q.topic.partition(0);
-            let (start, end) = p
-                .map(|p| (p.log.log_start_offset(), p.log.high_watermark()))
-                .unwrap_or((0, 0));
-            let from = match c.arguments.inner().get("x-stream-offset") {
-                None => end,
-                Some(v) => match server::str_arg(v).as_deref() {
-                    Some("first") => start,
-                    Some("last") | Some("next") => end,
-                    Some(_) => {
-                        return Err(AmqpError::new(
-                            code::PRECONDITION_FAILED,
-                            "x-stream-offset must be first, last, next or an offset",
-                        ))
-                    }
-                    None => match v {
-                        AMQPValue::Timestamp(_) => start,
-                        _ => int_value(v).unwrap_or(end).clamp(start, end),
-                    },
-                },
-            };
+            let start = crate::stream_offset::parse(
+                c.arguments.inner().get("x-stream-offset"),
+                conflux_broker::now_ms(),
+            )?;
+            let from = crate::stream_offset::resolve(q.topic.partition(0), start).await?;
             let sub = Subscription::open(SubscriptionConfig::default(), None, from)
                 .map_err(|e| AmqpError::new(code::INTERNAL_ERROR, e.to_string()))?;
             Some(parking_lot::Mutex::new(sub))
@@ -1540,19 +1524,6 @@ impl Conn {
         let ch = self.channel_mut(chid)?;
         ch.consumers.insert(tag, (Target::Queue(q), consumer));
         Ok(())
-    }
-}
-
-fn int_value(v: &AMQPValue) -> Option<i64> {
-    match v {
-        AMQPValue::ShortShortInt(n) => Some(i64::from(*n)),
-        AMQPValue::ShortShortUInt(n) => Some(i64::from(*n)),
-        AMQPValue::ShortInt(n) => Some(i64::from(*n)),
-        AMQPValue::ShortUInt(n) => Some(i64::from(*n)),
-        AMQPValue::LongInt(n) => Some(i64::from(*n)),
-        AMQPValue::LongUInt(n) => Some(i64::from(*n)),
-        AMQPValue::LongLongInt(n) => Some(*n),
-        _ => None,
     }
 }
 

@@ -7,7 +7,9 @@ pub mod connection;
 pub mod frame;
 pub mod management;
 pub mod message;
+pub mod redrive;
 pub mod server;
+pub mod stream_offset;
 
 use std::sync::Arc;
 

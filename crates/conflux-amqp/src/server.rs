@@ -439,6 +439,8 @@ pub struct Server {
     pub live: Arc<LiveCounts>,
     /// Connections past the handshake, by id (for the management API).
     pub connections: Mutex<BTreeMap<u64, ConnInfo>>,
+    /// Dead-letter queue redrive tasks (`crate::redrive`).
+    pub redrives: crate::redrive::Redrives,
 }
 
 /// One open connection as the management API lists it.
@@ -581,6 +583,7 @@ impl Server {
             reply_to: Mutex::new(HashMap::new()),
             live: Arc::new(LiveCounts::default()),
             connections: Mutex::new(BTreeMap::new()),
+            redrives: Default::default(),
         });
         tokio::spawn(run_pipeline(server.clone(), dead_rx));
         let mut vhost = VHost::default();

@@ -405,6 +405,7 @@ async fn admin(
             Ok((StatusCode::OK, json!({ "dlqs": dlqs })))
         }
         (&Method::POST, ["dlq", name, "redrive"]) => redrive(h, name, &body),
+        (&Method::GET, ["dlq", name, "redrive"]) => redrive_status(h, name),
         (&Method::GET, ["nats"]) => nats(h),
         (&Method::GET, ["rabbitmq", "api", what]) => rabbitmq(h, what)?,
         _ => return None,
@@ -459,13 +460,28 @@ async fn purge_queue(h: &ProtocolHandles, name: &str) -> Reply {
     ))
 }
 
+/// An optional non-negative integer field of a request body.
+fn body_number(body: &Value, key: &str) -> Result<Option<u64>, ApiError> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+            ApiError::bad_request(format!("'{key}' must be a non-negative integer"))
+        }),
+    }
+}
+
 fn redrive(h: &ProtocolHandles, name: &str, body: &Value) -> Reply {
     let destination = match body.get("destination") {
         None | Some(Value::Null) => None,
         Some(Value::String(d)) => Some(d.as_str()),
         Some(_) => return Err(ApiError::bad_request("'destination' must be a queue name")),
     };
+    let max_messages = body_number(body, "max_messages")?;
+    let rate = body_number(body, "rate")?;
     match find(h, name).ok_or_else(|| no_queue(name))? {
+        Found::Sqs(_) if max_messages.is_some() || rate.is_some() => Err(ApiError::bad_request(
+            "'max_messages' and 'rate' apply to AMQP dead-letter queues only",
+        )),
         Found::Sqs(aws) => {
             let task = aws.redrive(name, destination).map_err(aws_error)?;
             Ok((
@@ -473,12 +489,60 @@ fn redrive(h: &ProtocolHandles, name: &str, body: &Value) -> Reply {
                 json!({"name": name, "protocol": "sqs", "task": task}),
             ))
         }
-        Found::Amqp(_) => Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "unsupported",
-            format!(
-                "'{name}' is an AMQP queue: redrive is supported for SQS dead-letter queues only"
-            ),
+        Found::Amqp(server) => {
+            let rate_per_s = match rate {
+                None => None,
+                Some(r) => Some(
+                    u32::try_from(r)
+                        .ok()
+                        .filter(|r| (1..=conflux_amqp::redrive::RATE_PER_S_MAX).contains(r))
+                        .ok_or_else(|| {
+                            ApiError::bad_request(format!(
+                                "'rate' must be between 1 and {} messages per second",
+                                conflux_amqp::redrive::RATE_PER_S_MAX
+                            ))
+                        })?,
+                ),
+            };
+            let request = conflux_amqp::redrive::RedriveRequest {
+                destination: destination.map(str::to_owned),
+                max_messages,
+                rate_per_s,
+            };
+            let task = server
+                .start_redrive(name, request)
+                .map_err(amqp_redrive_error)?;
+            Ok((
+                StatusCode::ACCEPTED,
+                json!({"name": name, "protocol": "amqp", "task": task}),
+            ))
+        }
+    }
+}
+
+fn amqp_redrive_error(e: conflux_amqp::server::AmqpError) -> ApiError {
+    match e.code {
+        404 => ApiError::not_found("queue_not_found", e.text),
+        405 => ApiError::new(StatusCode::CONFLICT, "redrive_in_progress", e.text),
+        406 => ApiError::bad_request(e.text),
+        _ => ApiError::internal(e.text),
+    }
+}
+
+/// The latest redrive task of an AMQP dead-letter queue.
+fn redrive_status(h: &ProtocolHandles, name: &str) -> Reply {
+    match find(h, name).ok_or_else(|| no_queue(name))? {
+        Found::Amqp(server) => {
+            let task = server.redrives.status(name).ok_or_else(|| {
+                ApiError::not_found("no_redrive", format!("no redrive of '{name}' was started"))
+            })?;
+            Ok((
+                StatusCode::OK,
+                json!({"name": name, "protocol": "amqp", "task": task}),
+            ))
+        }
+        Found::Sqs(_) => Err(ApiError::bad_request(
+            "SQS move tasks are listed by the SQS API (ListMessageMoveTasks)",
         )),
     }
 }
