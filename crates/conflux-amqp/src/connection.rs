@@ -235,13 +235,16 @@ pub async fn handle(
         frame_max,
         pipe: pipe_tx,
     };
+    // From here on frames are split off one receive buffer (no per-frame allocation).
+    let mut frames = frame::FrameReader::with_buffered(rd.buffer());
+    let mut rd = rd.into_inner();
     let hb = heartbeat.load(Ordering::Relaxed);
     let idle_limit = (hb > 0).then(|| Duration::from_secs(u64::from(hb) * 2));
     loop {
         let read = async {
             match idle_limit {
                 Some(limit) => {
-                    match tokio::time::timeout(limit, frame::read_frame(&mut rd, frame_max)).await {
+                    match tokio::time::timeout(limit, frames.read(&mut rd, frame_max)).await {
                         Ok(r) => r,
                         Err(_) => Err(ReadError::Io(std::io::Error::new(
                             std::io::ErrorKind::TimedOut,
@@ -249,7 +252,7 @@ pub async fn handle(
                         ))),
                     }
                 }
-                None => frame::read_frame(&mut rd, frame_max).await,
+                None => frames.read(&mut rd, frame_max).await,
             }
         };
         let f = tokio::select! {
@@ -273,7 +276,7 @@ pub async fn handle(
                 // Some clients (amqplib) write a channel's last acks after connection.close;
                 // settle those that arrive before the peer hangs up rather than requeue them.
                 let _ = tokio::time::timeout(Duration::from_millis(500), async {
-                    while let Ok(f) = frame::read_frame(&mut rd, frame_max).await {
+                    while let Ok(f) = frames.read(&mut rd, frame_max).await {
                         if f.kind != frame::FRAME_METHOD {
                             continue;
                         }
@@ -296,7 +299,7 @@ pub async fn handle(
                 send_connection_close(&shared, &e, class, meth);
                 // Wait briefly for close-ok, then drop the connection.
                 let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                    while let Ok(f) = frame::read_frame(&mut rd, frame_max).await {
+                    while let Ok(f) = frames.read(&mut rd, frame_max).await {
                         if f.kind == frame::FRAME_METHOD
                             && matches!(
                                 frame::decode_method(&f.payload),
@@ -558,8 +561,11 @@ impl Conn {
         match f.kind {
             FRAME_HEARTBEAT => Ok(true),
             frame::FRAME_METHOD => {
-                let m = frame::decode_method(&f.payload)
-                    .map_err(|e| (AmqpError::new(code::SYNTAX_ERROR, e), 0, 0))?;
+                let m = match frame::decode_publish(&f.payload) {
+                    Some(p) => AMQPClass::Basic(basic::AMQPMethod::Publish(p)),
+                    None => frame::decode_method(&f.payload)
+                        .map_err(|e| (AmqpError::new(code::SYNTAX_ERROR, e), 0, 0))?,
+                };
                 let (class_id, method_id) = (m.get_amqp_class_id(), m.get_amqp_method_id());
                 if f.channel == 0 {
                     return match m {
@@ -928,11 +934,9 @@ impl Conn {
         }
         let ch = &self.channels[&chid];
         let taken = self.take_tags(ch, tag, multiple)?;
-        for u in &taken {
-            match requeue {
-                None => self.server.settle(u, true, false),
-                Some(r) => self.server.settle(u, false, r),
-            }
+        match requeue {
+            None => self.server.settle_all(&taken, true, false),
+            Some(r) => self.server.settle_all(&taken, false, r),
         }
         Ok(())
     }

@@ -3,6 +3,7 @@
 //! exchanges, bindings and queue definitions are routing metadata in the broker's metadata
 //! log. See `server` for the virtual host and `connection` for the protocol state machine.
 
+pub mod batch;
 pub mod connection;
 pub mod frame;
 pub mod management;
