@@ -697,8 +697,9 @@ impl Conn {
             return Ok(());
         };
         let body = p.body.freeze();
-        let exchange = p.publish.exchange.as_str().to_string();
-        let rk = p.publish.routing_key.as_str().to_string();
+        let mandatory = p.publish.mandatory;
+        let exchange = String::from(p.publish.exchange);
+        let rk = String::from(p.publish.routing_key);
         let server = self.server.clone();
         let ch = self
             .channels
@@ -751,7 +752,7 @@ impl Conn {
                     );
                     rch.conn.send(frames);
                 }
-                None if p.publish.mandatory => {
+                None if mandatory => {
                     self.send_return(chid, &exchange, &rk, &raw_props, &body);
                 }
                 None => {}
@@ -766,7 +767,7 @@ impl Conn {
             ));
         }
         let targets = server.route(&exchange, &rk, props.headers().as_ref())?;
-        if targets.is_empty() && p.publish.mandatory {
+        if targets.is_empty() && mandatory {
             self.send_return(chid, &exchange, &rk, &raw_props, &body);
         }
         let headers = message::record_headers(&exchange, &rk, &props, Some(raw_props));

@@ -1784,7 +1784,7 @@ async fn store_round(server: &Arc<Server>, mut items: Vec<PipelineItem>) {
                 writer.push(j.timestamp, &j.body, &mut j.headers);
             }
         }
-        let pending = q.topic.begin_append(0, writer.finish()).await;
+        let pending = q.topic.begin_append_encoded(0, writer.finish()).await;
         appends.push((q, idxs, pending));
     }
     let now = conflux_broker::now_ms();
