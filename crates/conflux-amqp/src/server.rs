@@ -1907,7 +1907,8 @@ fn round_bytes(items: &[PipelineItem], idxs: &[usize]) -> usize {
             PipelineItem::Barrier(_) => None,
         })
         .sum();
-    records + 128
+    // Plus a batch header per started BATCH_TARGET_BYTES, so the buffer never regrows.
+    records + (records / crate::batch::BATCH_TARGET_BYTES + 2) * 64
 }
 
 /// Checks a publish against each target's overflow policy; returns the queues that accept
