@@ -479,19 +479,18 @@ async fn handshake<R: tokio::io::AsyncRead + Unpin>(
     Ok((frame_max, channel_max, user))
 }
 
-/// Writes everything queued for the connection, coalescing frames, and sends heartbeats
-/// when the connection is otherwise idle.
+/// Writes everything queued for the connection, many queued frames per `writev` (no copy
+/// into a write buffer), and sends heartbeats when the connection is otherwise idle.
 async fn run_writer(
-    wr: tokio::net::tcp::OwnedWriteHalf,
+    mut wr: tokio::net::tcp::OwnedWriteHalf,
     mut rx: mpsc::UnboundedReceiver<Bytes>,
     shared: Arc<ConnShared>,
     heartbeat: Arc<AtomicU32>,
     stop: CancellationToken,
 ) {
-    let mut wr = tokio::io::BufWriter::with_capacity(64 * 1024, wr);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut idle_ticks = 0u32;
-    drop(shared.clone());
+    let mut queued: Vec<Bytes> = Vec::with_capacity(WRITE_SLICES_MAX);
     let weak = Arc::downgrade(&shared);
     drop(shared);
     loop {
@@ -500,11 +499,12 @@ async fn run_writer(
             m = rx.recv() => m,
             _ = stop.cancelled() => {
                 while let Ok(more) = rx.try_recv() {
-                    if wr.write_all(&more).await.is_err() {
+                    queued.push(more);
+                    if queued.len() == WRITE_SLICES_MAX && write_all(&mut wr, &mut queued).await.is_err() {
                         break;
                     }
                 }
-                let _ = wr.flush().await;
+                let _ = write_all(&mut wr, &mut queued).await;
                 break;
             }
             _ = tick.tick() => {
@@ -514,7 +514,8 @@ async fn run_writer(
                     idle_ticks = 0;
                     let mut out = BytesMut::new();
                     frame::put_heartbeat(&mut out);
-                    if wr.write_all(&out).await.is_err() || wr.flush().await.is_err() {
+                    queued.push(out.freeze());
+                    if write_all(&mut wr, &mut queued).await.is_err() {
                         break;
                     }
                 }
@@ -524,19 +525,13 @@ async fn run_writer(
         let Some(first) = item else { break };
         idle_ticks = 0;
         let mut written = first.len();
-        if wr.write_all(&first).await.is_err() {
-            break;
-        }
-        while let Ok(more) = rx.try_recv() {
+        queued.push(first);
+        while queued.len() < WRITE_SLICES_MAX && written <= 1 << 20 {
+            let Ok(more) = rx.try_recv() else { break };
             written += more.len();
-            if wr.write_all(&more).await.is_err() {
-                return;
-            }
-            if written > 1 << 20 {
-                break;
-            }
+            queued.push(more);
         }
-        if wr.flush().await.is_err() {
+        if write_all(&mut wr, &mut queued).await.is_err() {
             break;
         }
         if let Some(s) = weak.upgrade() {
@@ -547,6 +542,46 @@ async fn run_writer(
         }
     }
     let _ = wr.shutdown().await;
+}
+
+/// Frames written by one `writev` at most.
+const WRITE_SLICES_MAX: usize = 256;
+
+/// Writes `queued` in order with vectored writes, then empties it.
+async fn write_all(
+    wr: &mut tokio::net::tcp::OwnedWriteHalf,
+    queued: &mut Vec<Bytes>,
+) -> std::io::Result<()> {
+    let mut start = 0;
+    loop {
+        // An empty frame (nothing to write) must not read as a zero-length write.
+        while queued.get(start).is_some_and(Bytes::is_empty) {
+            start += 1;
+        }
+        if start == queued.len() {
+            break;
+        }
+        let slices: Vec<std::io::IoSlice<'_>> = queued[start..]
+            .iter()
+            .map(|b| std::io::IoSlice::new(b))
+            .collect();
+        let mut n = wr.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while n > 0 {
+            let len = queued[start].len();
+            if n >= len {
+                n -= len;
+                start += 1;
+            } else {
+                bytes::Buf::advance(&mut queued[start], n);
+                n = 0;
+            }
+        }
+    }
+    queued.clear();
+    Ok(())
 }
 
 type MethodError = (AmqpError, u16, u16);
