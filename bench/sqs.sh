@@ -11,7 +11,7 @@ cargo build -j2 --release -p conflux-aws --example sqs_bench
 data=$(mktemp -d)
 trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$data"' EXIT
 "${CONFLUX:-target/release/conflux}" serve --data-dir "$data" --aws-listen 127.0.0.1:0 --kafka-listen 127.0.0.1:0 \
-  --amqp-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --disable nats --disable registry \
+  --amqp-listen 127.0.0.1:0 --management-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --disable nats --disable registry \
   >"$data/conflux.log" 2>&1 &
 pid=$!
 for _ in $(seq 100); do grep -qs '"aws"' "$data/ports.json" && break; sleep 0.1; done

@@ -13,7 +13,8 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 const REPO = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const PROTOCOLS = ['kafka', 'amqp', 'nats', 'aws', 'registry', 'http'];
+// 'management' is the RabbitMQ management HTTP API (bound with amqp; RabbitMQ's 15672).
+const PROTOCOLS = ['kafka', 'amqp', 'management', 'nats', 'aws', 'registry', 'http'];
 const START_TIMEOUT_MS = 30_000;
 const STOP_TIMEOUT_MS = 15_000;
 
@@ -59,6 +60,7 @@ export class ConfluxServer {
   get aws() { return this.addrs.aws; }
   get registry() { return this.addrs.registry; }
   get http() { return this.addrs.http; }
+  get management() { return this.addrs.management; }
   get httpUrl() { return `http://${this.addrs.http}`; }
 
   // Addresses in the variables the seed examples read (CONFLUX_KAFKA, ...).

@@ -20,7 +20,8 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 # The design guide's examples (acceptance checks), in the shared folder beside the checkout.
 SEED_EXAMPLES = REPO.parent / "shared" / "seed-examples"
 NODE_MODULES = REPO / "compat" / "node" / "node_modules"
-PROTOCOLS = ("kafka", "amqp", "nats", "aws", "registry", "http")
+# "management" is the RabbitMQ management HTTP API (bound with amqp; RabbitMQ's 15672).
+PROTOCOLS = ("kafka", "amqp", "management", "nats", "aws", "registry", "http")
 START_TIMEOUT_S = 30.0
 # Above the server's default shutdown_timeout_ms (10 s), so a slow drain is seen as such.
 STOP_TIMEOUT_S = 15.0
@@ -78,6 +79,7 @@ class ConfluxServer:
     aws = property(lambda self: self.addrs.get("aws"))
     registry = property(lambda self: self.addrs.get("registry"))
     http = property(lambda self: self.addrs.get("http"))
+    management = property(lambda self: self.addrs.get("management"))
 
     @property
     def http_url(self) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -19,7 +18,7 @@ import pytest
 import requests
 
 import sqs_helpers
-from conflux_server import ConfluxServer, clean_env
+from conflux_server import clean_env
 from nats_helpers import url as nats_url
 from test_ops_metrics import samples, scrape
 
@@ -369,46 +368,32 @@ def test_rabbitmq_management_subset_reflects_pika_declarations(conflux):
     assert requests.get(f"{base}/nothing", timeout=10).status_code == 404
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_rabbitmq_management_listener_on_its_own_port(conflux_bin, tmp_path):
-    port = free_port()
-    config = tmp_path / "conflux.toml"
-    config.write_text(f'[amqp]\nmanagement_listen = "127.0.0.1:{port}"\n')
-    server = ConfluxServer(conflux_bin, tmp_path / "data", tmp_path / "conflux.log",
-                           args=["--config", str(config)])
+def test_rabbitmq_management_listener_on_its_own_port(fresh_conflux):
+    """The fixture gives the management listener (RabbitMQ's 15672) an ephemeral port."""
+    server = fresh_conflux
+    queue = unique("mgmt-port")
+    base = f"http://{server.management}/api"
+    auth = ("guest", "guest")
+    conn = amqp_connect(server)
     try:
-        server.start()
-        queue = unique("mgmt-port")
-        conn = amqp_connect(server)
-        try:
-            ch = conn.channel()
-            ch.confirm_delivery()
-            ch.queue_declare(queue)
-            ch.basic_publish("", queue, b"x")
-            base = f"http://127.0.0.1:{port}/api"
-            queues = requests.get(f"{base}/queues", timeout=10).json()
-            assert [(q["name"], q["messages_ready"]) for q in queues] == [(queue, 1)]
-            overview = requests.get(f"{base}/overview", timeout=10).json()
-            assert overview["object_totals"]["queues"] == 1
-            connections = requests.get(f"{base}/connections", timeout=10).json()
-            assert [c["peer_host"] for c in connections] == ["127.0.0.1"]
-            assert connections[0]["frame_max"] >= 4096
-            assert overview["object_totals"]["connections"] == 1
-            missing = requests.get(f"{base}/vhosts/nothing", timeout=10)
-            assert missing.status_code == 404 and missing.json()["error_code"] == "not_found"
-        finally:
-            conn.close()
-        deadline = time.monotonic() + SETTLE_S
-        while requests.get(f"{base}/connections", timeout=10).json() != []:
-            assert time.monotonic() < deadline, "closed connection still listed"
-            time.sleep(0.05)
+        ch = conn.channel()
+        ch.confirm_delivery()
+        ch.queue_declare(queue)
+        ch.basic_publish("", queue, b"x")
+        queues = requests.get(f"{base}/queues", auth=auth, timeout=10).json()
+        assert [(q["name"], q["messages_ready"]) for q in queues] == [(queue, 1)]
+        overview = requests.get(f"{base}/overview", auth=auth, timeout=10).json()
+        assert overview["object_totals"]["queues"] == 1
+        assert overview["object_totals"]["connections"] == 1
+        connections = requests.get(f"{base}/connections", auth=auth, timeout=10).json()
+        assert [(c["peer_host"], c["user"]) for c in connections] == [("127.0.0.1", "guest")]
+        assert connections[0]["frame_max"] >= 4096
+        missing = requests.get(f"{base}/vhosts/nothing", auth=auth, timeout=10)
+        assert missing.status_code == 404 and missing.json() == {
+            "error": "Object Not Found", "reason": "Not Found"}
     finally:
-        try:
-            server.stop()
-        finally:
-            server.kill9()
+        conn.close()
+    deadline = time.monotonic() + SETTLE_S
+    while requests.get(f"{base}/connections", auth=auth, timeout=10).json() != []:
+        assert time.monotonic() < deadline, "closed connection still listed"
+        time.sleep(0.05)

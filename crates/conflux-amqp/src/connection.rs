@@ -136,19 +136,19 @@ fn authenticate(
         }
         _ => return None,
     };
-    let ok = server
+    login_allowed(server, &user, &pass, peer.ip()).then_some(user)
+}
+
+/// Whether `user`/`pass` may log in from `ip`: a configured user, or `guest`/`guest` from
+/// loopback (when enabled). Shared by AMQP and the management HTTP API.
+pub fn login_allowed(server: &Server, user: &str, pass: &str, ip: std::net::IpAddr) -> bool {
+    let configured = server
         .config
         .users
         .iter()
-        .any(|(u, p)| *u == user && *p == pass);
-    if ok {
-        return Some(user);
-    }
+        .any(|(u, p)| u == user && p == pass);
     let guest = user == "guest" && pass == "guest" && server.config.guest_enabled;
-    if guest && (peer.ip().is_loopback() || server.config.guest_remote) {
-        return Some(user);
-    }
-    None
+    configured || (guest && (ip.is_loopback() || server.config.guest_remote))
 }
 
 /// Serves one connection until it closes or `shutdown` fires.
@@ -202,7 +202,7 @@ pub async fn handle(
         Ok(r) => r,
         Err(_) => Err(None),
     };
-    let (frame_max, channel_max) = match result {
+    let (frame_max, channel_max, user) = match result {
         Ok(v) => v,
         Err(e) => {
             if let Some(e) = e {
@@ -223,6 +223,7 @@ pub async fn handle(
             frame_max,
             channel_max,
             heartbeat_s: heartbeat.load(Ordering::Relaxed),
+            user,
         },
     );
     let (pipe_tx, pipe_rx) = mpsc::unbounded_channel();
@@ -236,6 +237,9 @@ pub async fn handle(
         pipe: pipe_tx,
         published: false,
     };
+    // From here on frames are split off one receive buffer (no per-frame allocation).
+    let mut frames = frame::FrameReader::with_buffered(rd.buffer());
+    let mut rd = rd.into_inner();
     let hb = heartbeat.load(Ordering::Relaxed);
     let idle_limit = (hb > 0).then(|| Duration::from_secs(u64::from(hb) * 2));
     let mut alarms = server.broker.alarms.subscribe();
@@ -255,7 +259,7 @@ pub async fn handle(
         let read = async {
             match idle_limit {
                 Some(limit) => {
-                    match tokio::time::timeout(limit, frame::read_frame(&mut rd, frame_max)).await {
+                    match tokio::time::timeout(limit, frames.read(&mut rd, frame_max)).await {
                         Ok(r) => r,
                         Err(_) => Err(ReadError::Io(std::io::Error::new(
                             std::io::ErrorKind::TimedOut,
@@ -263,7 +267,7 @@ pub async fn handle(
                         ))),
                     }
                 }
-                None => frame::read_frame(&mut rd, frame_max).await,
+                None => frames.read(&mut rd, frame_max).await,
             }
         };
         let f = tokio::select! {
@@ -287,7 +291,7 @@ pub async fn handle(
                 // Some clients (amqplib) write a channel's last acks after connection.close;
                 // settle those that arrive before the peer hangs up rather than requeue them.
                 let _ = tokio::time::timeout(Duration::from_millis(500), async {
-                    while let Ok(f) = frame::read_frame(&mut rd, frame_max).await {
+                    while let Ok(f) = frames.read(&mut rd, frame_max).await {
                         if f.kind != frame::FRAME_METHOD {
                             continue;
                         }
@@ -310,7 +314,7 @@ pub async fn handle(
                 send_connection_close(&shared, &e, class, meth);
                 // Wait briefly for close-ok, then drop the connection.
                 let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                    while let Ok(f) = frame::read_frame(&mut rd, frame_max).await {
+                    while let Ok(f) = frames.read(&mut rd, frame_max).await {
                         if f.kind == frame::FRAME_METHOD
                             && matches!(
                                 frame::decode_method(&f.payload),
@@ -406,7 +410,7 @@ async fn handshake<R: tokio::io::AsyncRead + Unpin>(
     rd: &mut R,
     peer: SocketAddr,
     heartbeat: &AtomicU32,
-) -> Result<(u32, u16), Option<AmqpError>> {
+) -> Result<(u32, u16, String), Option<AmqpError>> {
     shared.send(method(AMQPClass::Connection(
         connection::AMQPMethod::Start(connection::Start {
             version_major: 0,
@@ -436,14 +440,12 @@ async fn handshake<R: tokio::io::AsyncRead + Unpin>(
             shared.blocked_notify.store(true, Ordering::Relaxed);
         }
     }
-    if authenticate(
+    let Some(user) = authenticate(
         server,
         start_ok.mechanism.as_str(),
         start_ok.response.as_bytes(),
         peer,
-    )
-    .is_none()
-    {
+    ) else {
         return Err(Some(AmqpError::new(
             code::ACCESS_REFUSED,
             format!(
@@ -451,7 +453,7 @@ async fn handshake<R: tokio::io::AsyncRead + Unpin>(
                 start_ok.mechanism.as_str()
             ),
         )));
-    }
+    };
     let cfg = &server.config;
     shared.send(method(AMQPClass::Connection(connection::AMQPMethod::Tune(
         connection::Tune {
@@ -507,22 +509,21 @@ async fn handshake<R: tokio::io::AsyncRead + Unpin>(
     shared.send(method(AMQPClass::Connection(
         connection::AMQPMethod::OpenOk(connection::OpenOk {}),
     )));
-    Ok((frame_max, channel_max))
+    Ok((frame_max, channel_max, user))
 }
 
-/// Writes everything queued for the connection, coalescing frames, and sends heartbeats
-/// when the connection is otherwise idle.
+/// Writes everything queued for the connection, many queued frames per `writev` (no copy
+/// into a write buffer), and sends heartbeats when the connection is otherwise idle.
 async fn run_writer(
-    wr: tokio::net::tcp::OwnedWriteHalf,
+    mut wr: tokio::net::tcp::OwnedWriteHalf,
     mut rx: mpsc::UnboundedReceiver<Bytes>,
     shared: Arc<ConnShared>,
     heartbeat: Arc<AtomicU32>,
     stop: CancellationToken,
 ) {
-    let mut wr = tokio::io::BufWriter::with_capacity(64 * 1024, wr);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut idle_ticks = 0u32;
-    drop(shared.clone());
+    let mut queued: Vec<Bytes> = Vec::with_capacity(WRITE_SLICES_MAX);
     let weak = Arc::downgrade(&shared);
     drop(shared);
     loop {
@@ -531,11 +532,12 @@ async fn run_writer(
             m = rx.recv() => m,
             _ = stop.cancelled() => {
                 while let Ok(more) = rx.try_recv() {
-                    if wr.write_all(&more).await.is_err() {
+                    queued.push(more);
+                    if queued.len() == WRITE_SLICES_MAX && write_all(&mut wr, &mut queued).await.is_err() {
                         break;
                     }
                 }
-                let _ = wr.flush().await;
+                let _ = write_all(&mut wr, &mut queued).await;
                 break;
             }
             _ = tick.tick() => {
@@ -545,7 +547,8 @@ async fn run_writer(
                     idle_ticks = 0;
                     let mut out = BytesMut::new();
                     frame::put_heartbeat(&mut out);
-                    if wr.write_all(&out).await.is_err() || wr.flush().await.is_err() {
+                    queued.push(out.freeze());
+                    if write_all(&mut wr, &mut queued).await.is_err() {
                         break;
                     }
                 }
@@ -555,19 +558,13 @@ async fn run_writer(
         let Some(first) = item else { break };
         idle_ticks = 0;
         let mut written = first.len();
-        if wr.write_all(&first).await.is_err() {
-            break;
-        }
-        while let Ok(more) = rx.try_recv() {
+        queued.push(first);
+        while queued.len() < WRITE_SLICES_MAX && written <= 1 << 20 {
+            let Ok(more) = rx.try_recv() else { break };
             written += more.len();
-            if wr.write_all(&more).await.is_err() {
-                return;
-            }
-            if written > 1 << 20 {
-                break;
-            }
+            queued.push(more);
         }
-        if wr.flush().await.is_err() {
+        if write_all(&mut wr, &mut queued).await.is_err() {
             break;
         }
         if let Some(s) = weak.upgrade() {
@@ -575,6 +572,46 @@ async fn run_writer(
         }
     }
     let _ = wr.shutdown().await;
+}
+
+/// Frames written by one `writev` at most.
+const WRITE_SLICES_MAX: usize = 256;
+
+/// Writes `queued` in order with vectored writes, then empties it.
+async fn write_all(
+    wr: &mut tokio::net::tcp::OwnedWriteHalf,
+    queued: &mut Vec<Bytes>,
+) -> std::io::Result<()> {
+    let mut start = 0;
+    loop {
+        // An empty frame (nothing to write) must not read as a zero-length write.
+        while queued.get(start).is_some_and(Bytes::is_empty) {
+            start += 1;
+        }
+        if start == queued.len() {
+            break;
+        }
+        let slices: Vec<std::io::IoSlice<'_>> = queued[start..]
+            .iter()
+            .map(|b| std::io::IoSlice::new(b))
+            .collect();
+        let mut n = wr.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while n > 0 {
+            let len = queued[start].len();
+            if n >= len {
+                n -= len;
+                start += 1;
+            } else {
+                bytes::Buf::advance(&mut queued[start], n);
+                n = 0;
+            }
+        }
+    }
+    queued.clear();
+    Ok(())
 }
 
 type MethodError = (AmqpError, u16, u16);
@@ -656,8 +693,11 @@ impl Conn {
         match f.kind {
             FRAME_HEARTBEAT => Ok(true),
             frame::FRAME_METHOD => {
-                let m = frame::decode_method(&f.payload)
-                    .map_err(|e| (AmqpError::new(code::SYNTAX_ERROR, e), 0, 0))?;
+                let m = match frame::decode_publish(&f.payload) {
+                    Some(p) => AMQPClass::Basic(basic::AMQPMethod::Publish(p)),
+                    None => frame::decode_method(&f.payload)
+                        .map_err(|e| (AmqpError::new(code::SYNTAX_ERROR, e), 0, 0))?,
+                };
                 let (class_id, method_id) = (m.get_amqp_class_id(), m.get_amqp_method_id());
                 if f.channel == 0 {
                     return match m {
@@ -791,8 +831,9 @@ impl Conn {
             return Ok(());
         };
         let body = p.body.freeze();
-        let exchange = p.publish.exchange.as_str().to_string();
-        let rk = p.publish.routing_key.as_str().to_string();
+        let mandatory = p.publish.mandatory;
+        let exchange = String::from(p.publish.exchange);
+        let rk = String::from(p.publish.routing_key);
         let server = self.server.clone();
         let ch = self
             .channels
@@ -845,7 +886,7 @@ impl Conn {
                     );
                     rch.conn.send(frames);
                 }
-                None if p.publish.mandatory => {
+                None if mandatory => {
                     self.send_return(chid, &exchange, &rk, &raw_props, &body);
                 }
                 None => {}
@@ -860,7 +901,7 @@ impl Conn {
             ));
         }
         let targets = server.route(&exchange, &rk, props.headers().as_ref())?;
-        if targets.is_empty() && p.publish.mandatory {
+        if targets.is_empty() && mandatory {
             self.send_return(chid, &exchange, &rk, &raw_props, &body);
         }
         let headers = message::record_headers(&exchange, &rk, &props, Some(raw_props));
@@ -1042,11 +1083,9 @@ impl Conn {
         }
         let ch = &self.channels[&chid];
         let taken = self.take_tags(ch, tag, multiple)?;
-        for u in &taken {
-            match requeue {
-                None => self.server.settle(u, true, false),
-                Some(r) => self.server.settle(u, false, r),
-            }
+        match requeue {
+            None => self.server.settle_all(&taken, true, false),
+            Some(r) => self.server.settle_all(&taken, false, r),
         }
         Ok(())
     }
@@ -1180,7 +1219,7 @@ impl Conn {
                 );
                 Ok(())
             }
-            AMQPClass::Basic(basic::AMQPMethod::Consume(c)) => self.consume(chid, c),
+            AMQPClass::Basic(basic::AMQPMethod::Consume(c)) => self.consume(chid, c).await,
             AMQPClass::Basic(basic::AMQPMethod::Cancel(c)) => {
                 let ch = self.channel_mut(chid)?;
                 if let Some((target, consumer)) = ch.consumers.remove(c.consumer_tag.as_str()) {
@@ -1561,7 +1600,7 @@ impl Conn {
             .ok_or_else(|| AmqpError::new(code::CHANNEL_ERROR, "no such channel"))
     }
 
-    fn consume(&mut self, chid: u16, c: basic::Consume) -> AResult<()> {
+    async fn consume(&mut self, chid: u16, c: basic::Consume) -> AResult<()> {
         let server = self.server.clone();
         let conn_id = self.shared.id;
         let tag = if c.consumer_tag.as_str().is_empty() {
@@ -1624,27 +1663,11 @@ impl Conn {
                     "consumer prefetch count is not set for stream queue",
                 ));
             }
-            let p = q.topic.partition(0);
-            let (start, end) = p
-                .map(|p| (p.log.log_start_offset(), p.log.high_watermark()))
-                .unwrap_or((0, 0));
-            let from = match c.arguments.inner().get("x-stream-offset") {
-                None => end,
-                Some(v) => match server::str_arg(v).as_deref() {
-                    Some("first") => start,
-                    Some("last") | Some("next") => end,
-                    Some(_) => {
-                        return Err(AmqpError::new(
-                            code::PRECONDITION_FAILED,
-                            "x-stream-offset must be first, last, next or an offset",
-                        ))
-                    }
-                    None => match v {
-                        AMQPValue::Timestamp(_) => start,
-                        _ => int_value(v).unwrap_or(end).clamp(start, end),
-                    },
-                },
-            };
+            let start = crate::stream_offset::parse(
+                c.arguments.inner().get("x-stream-offset"),
+                conflux_broker::now_ms(),
+            )?;
+            let from = crate::stream_offset::resolve(q.topic.partition(0), start).await?;
             let mut sub = Subscription::open(SubscriptionConfig::default(), None, from)
                 .map_err(|e| AmqpError::new(code::INTERNAL_ERROR, e.to_string()))?;
             sub.set_limits(server.config.queue_limits);
@@ -1675,19 +1698,6 @@ impl Conn {
         let ch = self.channel_mut(chid)?;
         ch.consumers.insert(tag, (Target::Queue(q), consumer));
         Ok(())
-    }
-}
-
-fn int_value(v: &AMQPValue) -> Option<i64> {
-    match v {
-        AMQPValue::ShortShortInt(n) => Some(i64::from(*n)),
-        AMQPValue::ShortShortUInt(n) => Some(i64::from(*n)),
-        AMQPValue::ShortInt(n) => Some(i64::from(*n)),
-        AMQPValue::ShortUInt(n) => Some(i64::from(*n)),
-        AMQPValue::LongInt(n) => Some(i64::from(*n)),
-        AMQPValue::LongUInt(n) => Some(i64::from(*n)),
-        AMQPValue::LongLongInt(n) => Some(*n),
-        _ => None,
     }
 }
 

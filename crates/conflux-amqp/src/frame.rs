@@ -3,9 +3,8 @@
 //! content-header payloads are decoded and encoded with the `amq-protocol` crate.
 
 use amq_protocol::frame::WriteContext;
-use amq_protocol::protocol::basic::{gen_properties, parse_properties, AMQPProperties};
+use amq_protocol::protocol::basic::{self, gen_properties, parse_properties, AMQPProperties};
 use amq_protocol::protocol::{gen_class, parse_class, AMQPClass};
-use amq_protocol::types::generation::{gen_id, gen_long_long_uint, gen_short_uint};
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -75,6 +74,101 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     let kind = head[0];
     let channel = u16::from_be_bytes([head[1], head[2]]);
     let size = u32::from_be_bytes([head[3], head[4], head[5], head[6]]);
+    check_frame_header(kind, size, frame_max)?;
+    let mut payload = BytesMut::zeroed(size as usize + 1);
+    r.read_exact(&mut payload).await?;
+    if payload[size as usize] != FRAME_END {
+        return Err(ReadError::Protocol(
+            code::FRAME_ERROR,
+            "FRAME_ERROR - frame does not end with 0xCE".into(),
+        ));
+    }
+    payload.truncate(size as usize);
+    Ok(RawFrame {
+        kind,
+        channel,
+        payload: payload.freeze(),
+    })
+}
+
+/// Reads frames out of one receive buffer: socket reads fill it in large chunks and each
+/// frame is split off it, so a frame costs neither a zeroed allocation nor a copy (its
+/// payload is a slice of the buffer). A frame's size is checked against `frame_max` from its
+/// 7-byte header, before waiting for (or making room for) its payload.
+#[derive(Debug)]
+pub struct FrameReader {
+    buf: BytesMut,
+}
+
+/// Bytes asked of the socket at a time.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+impl Default for FrameReader {
+    fn default() -> Self {
+        FrameReader {
+            buf: BytesMut::with_capacity(READ_CHUNK_BYTES),
+        }
+    }
+}
+
+impl FrameReader {
+    /// A reader that starts with bytes already read from the socket (by a `BufReader` that
+    /// served the handshake).
+    pub fn with_buffered(bytes: &[u8]) -> FrameReader {
+        let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES.max(bytes.len()));
+        buf.extend_from_slice(bytes);
+        FrameReader { buf }
+    }
+
+    /// Reads the next frame.
+    pub async fn read<R: AsyncRead + Unpin>(
+        &mut self,
+        r: &mut R,
+        frame_max: u32,
+    ) -> Result<RawFrame, ReadError> {
+        loop {
+            let wanted = match self.split_frame(frame_max)? {
+                Ok(frame) => return Ok(frame),
+                Err(wanted) => wanted,
+            };
+            if self.buf.capacity() - self.buf.len() < wanted {
+                self.buf.reserve(wanted.max(READ_CHUNK_BYTES));
+            }
+            if r.read_buf(&mut self.buf).await? == 0 {
+                return Err(ReadError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+        }
+    }
+
+    /// The next whole frame in the buffer, or how many more bytes it needs.
+    fn split_frame(&mut self, frame_max: u32) -> Result<Result<RawFrame, usize>, ReadError> {
+        if self.buf.len() < FRAME_HEADER_BYTES {
+            return Ok(Err(FRAME_HEADER_BYTES - self.buf.len()));
+        }
+        let kind = self.buf[0];
+        let channel = u16::from_be_bytes([self.buf[1], self.buf[2]]);
+        let size = u32::from_be_bytes([self.buf[3], self.buf[4], self.buf[5], self.buf[6]]);
+        check_frame_header(kind, size, frame_max)?;
+        let total = FRAME_HEADER_BYTES + size as usize + 1;
+        if self.buf.len() < total {
+            return Ok(Err(total - self.buf.len()));
+        }
+        let frame = self.buf.split_to(total).freeze();
+        if frame[total - 1] != FRAME_END {
+            return Err(ReadError::Protocol(
+                code::FRAME_ERROR,
+                "FRAME_ERROR - frame does not end with 0xCE".into(),
+            ));
+        }
+        Ok(Ok(RawFrame {
+            kind,
+            channel,
+            payload: frame.slice(FRAME_HEADER_BYTES..total - 1),
+        }))
+    }
+}
+
+fn check_frame_header(kind: u8, size: u32, frame_max: u32) -> Result<(), ReadError> {
     if !matches!(
         kind,
         FRAME_METHOD | FRAME_HEADER | FRAME_BODY | FRAME_HEARTBEAT
@@ -93,20 +187,32 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
             ),
         ));
     }
-    let mut payload = BytesMut::zeroed(size as usize + 1);
-    r.read_exact(&mut payload).await?;
-    if payload[size as usize] != FRAME_END {
-        return Err(ReadError::Protocol(
-            code::FRAME_ERROR,
-            "FRAME_ERROR - frame does not end with 0xCE".into(),
-        ));
-    }
-    payload.truncate(size as usize);
-    Ok(RawFrame {
-        kind,
-        channel,
-        payload: payload.freeze(),
+    Ok(())
+}
+
+/// Decodes a basic.publish method payload without the general parser (the one method every
+/// published message carries); `None` for any other method or a malformed one, which the
+/// general parser then handles (and reports).
+pub fn decode_publish(payload: &[u8]) -> Option<basic::Publish> {
+    let rest = payload.strip_prefix(&[0, 60, 0, 40][..])?;
+    let rest = rest.get(2..)?; // reserved (ticket)
+    let (exchange, rest) = short_str(rest)?;
+    let (routing_key, rest) = short_str(rest)?;
+    let [bits] = rest else {
+        return None;
+    };
+    Some(basic::Publish {
+        exchange: exchange.into(),
+        routing_key: routing_key.into(),
+        mandatory: bits & 1 != 0,
+        immediate: bits & 2 != 0,
     })
+}
+
+fn short_str(input: &[u8]) -> Option<(&str, &[u8])> {
+    let (&len, rest) = input.split_first()?;
+    let text = rest.get(..usize::from(len))?;
+    Some((std::str::from_utf8(text).ok()?, &rest[usize::from(len)..]))
 }
 
 /// Decodes a method frame's payload.
@@ -189,22 +295,62 @@ pub fn put_content(
     body: &[u8],
     frame_max: u32,
 ) {
-    let ctx = WriteContext::from(Vec::with_capacity(14 + properties_raw.len()));
-    let head = (|| {
-        let ctx = gen_id(60)(ctx)?;
-        let ctx = gen_short_uint(0)(ctx)?;
-        gen_long_long_uint(body.len() as u64)(ctx)
-    })();
-    let Ok(head) = head else { return };
-    let mut payload = head.write;
-    payload.extend_from_slice(properties_raw);
-    put_frame(out, FRAME_HEADER, channel, &payload);
     let chunk = (frame_max as usize)
         .saturating_sub(FRAME_OVERHEAD_BYTES)
         .max(1);
+    let frames = body.len().div_ceil(chunk);
+    out.reserve(
+        FRAME_OVERHEAD_BYTES
+            + 12
+            + properties_raw.len()
+            + body.len()
+            + frames * FRAME_OVERHEAD_BYTES,
+    );
+    out.put_u8(FRAME_HEADER);
+    out.put_u16(channel);
+    out.put_u32((12 + properties_raw.len()) as u32);
+    out.put_u16(60); // class basic
+    out.put_u16(0); // weight
+    out.put_u64(body.len() as u64);
+    out.put_slice(properties_raw);
+    out.put_u8(FRAME_END);
     for part in body.chunks(chunk) {
         put_frame(out, FRAME_BODY, channel, part);
     }
+}
+
+/// Appends a basic.deliver method frame written directly (the method every delivery
+/// carries); `false`, with nothing written, when a name does not fit a short string.
+pub fn put_deliver(
+    out: &mut BytesMut,
+    channel: u16,
+    consumer_tag: &[u8],
+    delivery_tag: u64,
+    redelivered: bool,
+    exchange: &[u8],
+    routing_key: &[u8],
+) -> bool {
+    let short = |s: &[u8]| s.len() <= usize::from(u8::MAX);
+    if !(short(consumer_tag) && short(exchange) && short(routing_key)) {
+        return false;
+    }
+    let size = 4 + 1 + consumer_tag.len() + 8 + 1 + 1 + exchange.len() + 1 + routing_key.len();
+    out.reserve(FRAME_OVERHEAD_BYTES + size);
+    out.put_u8(FRAME_METHOD);
+    out.put_u16(channel);
+    out.put_u32(size as u32);
+    out.put_u16(60);
+    out.put_u16(60);
+    out.put_u8(consumer_tag.len() as u8);
+    out.put_slice(consumer_tag);
+    out.put_u64(delivery_tag);
+    out.put_u8(u8::from(redelivered));
+    for s in [exchange, routing_key] {
+        out.put_u8(s.len() as u8);
+        out.put_slice(s);
+    }
+    out.put_u8(FRAME_END);
+    true
 }
 
 pub fn put_heartbeat(out: &mut BytesMut) {
@@ -228,6 +374,107 @@ mod tests {
         let bad_end = [FRAME_HEARTBEAT, 0, 0, 0, 0, 0, 0, 0];
         let err = read_frame(&mut &bad_end[..], 131_072).await.unwrap_err();
         assert!(matches!(err, ReadError::Protocol(code::FRAME_ERROR, _)));
+    }
+
+    #[tokio::test]
+    async fn the_frame_reader_splits_frames_and_checks_them_first() {
+        let mut out = BytesMut::new();
+        let publish = AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+            exchange: "ex".into(),
+            routing_key: "rk".into(),
+            mandatory: true,
+            immediate: false,
+        }));
+        put_method(&mut out, 5, &publish);
+        put_content(&mut out, 5, &[0, 0], &[7u8; 300], 4096);
+        put_heartbeat(&mut out);
+        // One byte at a time: frames still come out whole.
+        let mut slow = tokio_test_reader(&out);
+        let mut reader = FrameReader::default();
+        let f = reader.read(&mut slow, 131_072).await.unwrap();
+        assert_eq!((f.kind, f.channel), (FRAME_METHOD, 5));
+        let fast = decode_publish(&f.payload).unwrap();
+        assert_eq!(AMQPClass::Basic(basic::AMQPMethod::Publish(fast)), publish);
+        assert_eq!(decode_method(&f.payload).unwrap(), publish);
+        assert_eq!(
+            reader.read(&mut slow, 131_072).await.unwrap().kind,
+            FRAME_HEADER
+        );
+        let body = reader.read(&mut slow, 131_072).await.unwrap();
+        assert_eq!(&body.payload[..], &[7u8; 300][..]);
+        assert_eq!(
+            reader.read(&mut slow, 131_072).await.unwrap().kind,
+            FRAME_HEARTBEAT
+        );
+        assert!(matches!(
+            reader.read(&mut slow, 131_072).await,
+            Err(ReadError::Io(_))
+        ));
+        // A frame over frame_max is refused from its header alone.
+        let mut big = vec![FRAME_BODY, 0, 1];
+        big.extend_from_slice(&(200_000u32).to_be_bytes());
+        let err = FrameReader::default()
+            .read(&mut &big[..], 131_072)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ReadError::Protocol(code::FRAME_ERROR, _)));
+        let bad_end = [FRAME_HEARTBEAT, 0, 0, 0, 0, 0, 0, 0];
+        let err = FrameReader::default()
+            .read(&mut &bad_end[..], 131_072)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ReadError::Protocol(code::FRAME_ERROR, _)));
+        // Not a publish, or a malformed one: left to the general parser.
+        assert!(decode_publish(&[0, 60, 0, 40, 0, 0, 5, b'a']).is_none());
+        let ack = AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
+            delivery_tag: 1,
+            multiple: false,
+        }));
+        let mut out = BytesMut::new();
+        put_method(&mut out, 1, &ack);
+        assert!(decode_publish(&out[7..out.len() - 1]).is_none());
+    }
+
+    #[test]
+    fn deliver_frames_match_the_general_encoder() {
+        let mut fast = BytesMut::new();
+        assert!(put_deliver(&mut fast, 9, b"ctag", 77, true, b"ex", b"rk.1"));
+        let mut general = BytesMut::new();
+        put_method(
+            &mut general,
+            9,
+            &AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
+                consumer_tag: "ctag".into(),
+                delivery_tag: 77,
+                redelivered: true,
+                exchange: "ex".into(),
+                routing_key: "rk.1".into(),
+            })),
+        );
+        assert_eq!(fast, general);
+        let long = vec![b'k'; 256];
+        assert!(!put_deliver(&mut fast, 9, b"c", 1, false, b"", &long));
+        assert_eq!(fast, general, "nothing written when a name is too long");
+    }
+
+    /// A reader that hands out one byte per read.
+    fn tokio_test_reader(bytes: &[u8]) -> impl AsyncRead + Unpin {
+        struct OneByte(Vec<u8>, usize);
+        impl AsyncRead for OneByte {
+            fn poll_read(
+                mut self: std::pin::Pin<&mut Self>,
+                _cx: &mut std::task::Context<'_>,
+                buf: &mut tokio::io::ReadBuf<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                if self.1 < self.0.len() && buf.remaining() > 0 {
+                    let b = self.0[self.1];
+                    buf.put_slice(&[b]);
+                    self.1 += 1;
+                }
+                std::task::Poll::Ready(Ok(()))
+            }
+        }
+        OneByte(bytes.to_vec(), 0)
     }
 
     #[tokio::test]

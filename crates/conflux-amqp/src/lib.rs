@@ -3,11 +3,14 @@
 //! exchanges, bindings and queue definitions are routing metadata in the broker's metadata
 //! log. See `server` for the virtual host and `connection` for the protocol state machine.
 
+pub mod batch;
 pub mod connection;
 pub mod frame;
 pub mod management;
 pub mod message;
+pub mod redrive;
 pub mod server;
+pub mod stream_offset;
 
 use std::sync::Arc;
 

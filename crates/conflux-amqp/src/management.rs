@@ -1,12 +1,19 @@
-//! The RabbitMQ management HTTP API's read-only subset that tools use (`/api/overview`,
-//! `/api/queues`, `/api/exchanges`, `/api/bindings`, `/api/connections`, `/api/consumers`), as JSON values shaped
-//! like RabbitMQ's; the HTTP listener serves them.
+//! The RabbitMQ management HTTP API subset that tools use (`/api/overview`, `/api/queues`,
+//! `/api/exchanges`, `/api/bindings`, `/api/connections`, `/api/consumers`, `/api/vhosts`,
+//! `/api/whoami`, `/api/nodes`), as JSON values shaped like RabbitMQ's, and the conversion of
+//! JSON declaration arguments to AMQP tables; the `conflux` binary serves them over HTTP.
 
+use std::collections::HashMap;
+
+use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
+use conflux_broker::subscription::Overflow;
 use serde_json::{json, Value};
 
-use crate::server::{Destination, Server};
+use crate::server::{Destination, QueueArgs, QueueDef, QueueStats, QueueType, Server};
 
-const VHOST: &str = "/";
+/// The only virtual host.
+pub const VHOST: &str = "/";
+const NODE: &str = "conflux@localhost";
 
 /// `GET /api/overview`: versions and object / message totals.
 pub fn overview(server: &Server) -> Value {
@@ -20,7 +27,7 @@ pub fn overview(server: &Server) -> Value {
         "rabbitmq_version": "3.13.0",
         "product_name": "Conflux",
         "product_version": env!("CARGO_PKG_VERSION"),
-        "node": "conflux@localhost",
+        "node": NODE,
         "cluster_name": "conflux",
         "object_totals": {
             "connections": c.connections, "channels": c.channels, "exchanges": c.exchanges,
@@ -35,32 +42,159 @@ pub fn overview(server: &Server) -> Value {
 
 /// `GET /api/queues`.
 pub fn queues(server: &Server) -> Value {
-    let defs: std::collections::HashMap<String, (bool, bool)> = server
+    let defs = queue_defs(server);
+    let rows: Vec<Value> = server
+        .snapshot()
+        .iter()
+        .map(|q| queue_row(q, defs.get(&q.name)))
+        .collect();
+    Value::Array(rows)
+}
+
+/// `GET /api/queues/{vhost}/{name}`: one queue, `None` when there is none of that name.
+pub fn queue(server: &Server, name: &str) -> Option<Value> {
+    let def = server
+        .vhost
+        .lock()
+        .queues
+        .get(name)
+        .map(|q| q.def.clone())?;
+    let stats = server.snapshot().into_iter().find(|q| q.name == name)?;
+    Some(queue_row(&stats, Some(&def)))
+}
+
+fn queue_defs(server: &Server) -> HashMap<String, QueueDef> {
+    server
         .vhost
         .lock()
         .queues
         .values()
-        .map(|q| (q.def.name.clone(), (q.def.exclusive, q.def.auto_delete)))
-        .collect();
-    let rows: Vec<Value> = server
-        .snapshot()
-        .into_iter()
-        .map(|q| {
-            let (exclusive, auto_delete) = defs.get(&q.name).copied().unwrap_or_default();
-            json!({
-                "name": q.name, "vhost": VHOST, "durable": q.durable, "exclusive": exclusive,
-                "auto_delete": auto_delete, "type": q.queue_type, "state": "running",
-                "messages": q.ready + q.unacked, "messages_ready": q.ready,
-                "messages_unacknowledged": q.unacked, "message_bytes": q.bytes,
-                "consumers": q.consumers,
-                "arguments": match &q.dead_letter_exchange {
-                    Some(x) => json!({"x-dead-letter-exchange": x}),
-                    None => json!({}),
-                },
-            })
-        })
-        .collect();
-    Value::Array(rows)
+        .map(|q| (q.def.name.clone(), q.def.clone()))
+        .collect()
+}
+
+fn queue_row(q: &QueueStats, def: Option<&QueueDef>) -> Value {
+    let (exclusive, auto_delete) = def.map_or((false, false), |d| (d.exclusive, d.auto_delete));
+    json!({
+        "name": q.name, "vhost": VHOST, "durable": q.durable, "exclusive": exclusive,
+        "auto_delete": auto_delete, "type": q.queue_type, "state": "running", "node": NODE,
+        "messages": q.ready + q.unacked, "messages_ready": q.ready,
+        "messages_unacknowledged": q.unacked, "message_bytes": q.bytes,
+        "consumers": q.consumers,
+        "arguments": def.map_or_else(|| json!({}), |d| arguments(&d.args)),
+    })
+}
+
+/// A queue's declared arguments as RabbitMQ lists them.
+pub fn arguments(a: &QueueArgs) -> Value {
+    let mut m = serde_json::Map::new();
+    let mut put = |k: &str, v: Option<Value>| {
+        if let Some(v) = v {
+            m.insert(k.to_string(), v);
+        }
+    };
+    put("x-message-ttl", a.message_ttl_ms.map(Value::from));
+    put("x-expires", a.expires_ms.map(Value::from));
+    put("x-max-length", a.max_length.map(Value::from));
+    put("x-max-length-bytes", a.max_length_bytes.map(Value::from));
+    put(
+        "x-overflow",
+        a.overflow.map(|o| Value::from(overflow_name(o))),
+    );
+    put(
+        "x-dead-letter-exchange",
+        a.dead_letter_exchange.clone().map(Value::from),
+    );
+    put(
+        "x-dead-letter-routing-key",
+        a.dead_letter_routing_key.clone().map(Value::from),
+    );
+    put("x-max-priority", a.max_priority.map(Value::from));
+    put("x-delivery-limit", a.delivery_limit.map(Value::from));
+    if a.queue_type != QueueType::Classic {
+        put(
+            "x-queue-type",
+            Some(Value::from(format!("{:?}", a.queue_type).to_lowercase())),
+        );
+    }
+    Value::Object(m)
+}
+
+fn overflow_name(o: Overflow) -> &'static str {
+    match o {
+        Overflow::DropHead => "drop-head",
+        Overflow::RejectPublish => "reject-publish",
+        Overflow::RejectPublishDlx => "reject-publish-dlx",
+    }
+}
+
+/// Queue (or exchange) arguments sent as JSON (`{"x-max-length": 10, ...}`) as an AMQP
+/// table: strings, integers, booleans and floats; anything else is refused.
+pub fn field_table(arguments: &Value) -> Result<FieldTable, String> {
+    let mut table = FieldTable::default();
+    let Some(map) = arguments.as_object() else {
+        return match arguments {
+            Value::Null => Ok(table),
+            _ => Err("'arguments' must be an object".to_string()),
+        };
+    };
+    if map.len() > ARGUMENTS_MAX {
+        return Err(format!("at most {ARGUMENTS_MAX} arguments"));
+    }
+    for (k, v) in map {
+        let key = ShortString::try_new(k.clone())
+            .map_err(|_| format!("argument name '{k}' is too long"))?;
+        let value = match v {
+            Value::String(s) => AMQPValue::LongString(s.as_str().into()),
+            Value::Bool(b) => AMQPValue::Boolean(*b),
+            Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+                (Some(i), _) => AMQPValue::LongLongInt(i),
+                (None, Some(f)) => AMQPValue::Double(f),
+                _ => return Err(format!("argument '{k}' is out of range")),
+            },
+            _ => {
+                return Err(format!(
+                    "argument '{k}' must be a string, number or boolean"
+                ))
+            }
+        };
+        table.insert(key, value);
+    }
+    Ok(table)
+}
+
+/// Most arguments accepted in one declaration.
+const ARGUMENTS_MAX: usize = 64;
+
+/// `GET /api/vhosts`: the one virtual host, with its message totals.
+pub fn vhosts(server: &Server) -> Value {
+    Value::Array(vec![vhost(server)])
+}
+
+/// `GET /api/vhosts/%2F`.
+pub fn vhost(server: &Server) -> Value {
+    let qs = server.snapshot();
+    let ready: u64 = qs.iter().map(|q| q.ready).sum();
+    let unacked: u64 = qs.iter().map(|q| q.unacked).sum();
+    json!({
+        "name": VHOST, "description": "Default virtual host", "tags": [],
+        "default_queue_type": "classic", "tracing": false, "cluster_state": {NODE: "running"},
+        "messages": ready + unacked, "messages_ready": ready,
+        "messages_unacknowledged": unacked,
+    })
+}
+
+/// `GET /api/whoami`: every user that may log in is an administrator.
+pub fn whoami(user: &str) -> Value {
+    json!({"name": user, "tags": ["administrator"]})
+}
+
+/// `GET /api/nodes`: this node.
+pub fn nodes() -> Value {
+    json!([{
+        "name": NODE, "type": "disc", "running": true, "being_drained": false,
+        "os_pid": std::process::id().to_string(),
+    }])
 }
 
 /// `GET /api/exchanges`.
@@ -130,6 +264,7 @@ pub fn connections(server: &Server) -> Value {
                 "vhost": VHOST, "peer_host": c.peer.ip().to_string(), "peer_port": c.peer.port(),
                 "protocol": "AMQP 0-9-1", "state": "running", "connected_at": c.connected_at_ms,
                 "frame_max": c.frame_max, "channel_max": c.channel_max, "timeout": c.heartbeat_s,
+                "user": c.user, "auth_mechanism": "PLAIN", "node": NODE,
             })
         })
         .collect();

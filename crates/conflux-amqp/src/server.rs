@@ -22,7 +22,7 @@ use conflux_broker::subscription::{
     SubscriptionConfig,
 };
 use conflux_broker::{Broker, NewTopic, Topic};
-use conflux_wire::records::{BatchBuilder, RecordHeader};
+use conflux_wire::records::RecordHeader;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -522,6 +522,8 @@ pub struct Server {
     /// its durable write and the in-memory change are one step; held across the fsync,
     /// which is why those calls run on blocking threads and never take it on the runtime.
     meta_writes: Mutex<()>,
+    /// Dead-letter queue redrive tasks (`crate::redrive`).
+    pub redrives: crate::redrive::Redrives,
 }
 
 /// One open connection as the management API lists it.
@@ -533,6 +535,8 @@ pub struct ConnInfo {
     pub frame_max: u32,
     pub channel_max: u16,
     pub heartbeat_s: u32,
+    /// The user it logged in as.
+    pub user: String,
 }
 
 /// Lists a connection in [`Server::connections`] while it lives.
@@ -666,6 +670,7 @@ impl Server {
             live: Arc::new(LiveCounts::default()),
             connections: Mutex::new(BTreeMap::new()),
             meta_writes: Mutex::new(()),
+            redrives: Default::default(),
         });
         tokio::spawn(run_pipeline(server.clone(), dead_rx));
         let mut vhost = VHost::default();
@@ -1322,6 +1327,40 @@ impl Server {
         u.queue.notify.notify_one();
     }
 
+    /// Settles many deliveries (an ack or nack with `multiple`) in order, taking a queue's
+    /// lock once for each run of deliveries from it rather than once per delivery.
+    pub fn settle_all(&self, taken: &[Unacked], ack: bool, requeue: bool) {
+        let now = conflux_broker::now_ms();
+        let mut rest = taken;
+        while let Some(first) = rest.first() {
+            let q = &first.queue;
+            let run = rest.iter().take_while(|u| Arc::ptr_eq(&u.queue, q)).count();
+            let mut inner = None;
+            for u in &rest[..run] {
+                if let Some(c) = &u.consumer {
+                    let _ = c
+                        .unacked
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+                    if u.stream {
+                        if let Some(s) = &c.stream {
+                            s.lock().ack(u.offset, now);
+                        }
+                        continue;
+                    }
+                }
+                let inner = inner.get_or_insert_with(|| q.inner.lock());
+                if ack {
+                    inner.sub.ack(u.offset, now);
+                } else {
+                    inner.sub.nack(u.offset, requeue, now);
+                }
+            }
+            drop(inner);
+            q.notify.notify_one();
+            rest = &rest[run..];
+        }
+    }
+
     /// Queues dead letters of `queue` for routing to its dead-letter exchange.
     pub fn dead_letter(&self, queue: &Queue, letters: Vec<DeadLetter>) {
         let Some(dlx) = queue.def.args.dead_letter_exchange.clone() else {
@@ -1569,7 +1608,6 @@ pub fn delivery_frames(
 /// Hands one delivery to a consumer: records it as unacked (unless no-ack) and writes the
 /// frames.
 fn deliver_arc(queue: &Arc<Queue>, c: &Arc<Consumer>, d: &subscription::Delivery, stream: bool) {
-    let out_msg = message::outgoing(&d.message, &queue.def.name);
     let ch = &c.channel;
     let mut st = ch.state.lock();
     let tag = st.next_tag;
@@ -1587,6 +1625,13 @@ fn deliver_arc(queue: &Arc<Queue>, c: &Arc<Consumer>, d: &subscription::Delivery
         c.unacked.fetch_add(1, Ordering::Relaxed);
         ch.unacked_count.fetch_add(1, Ordering::Relaxed);
     }
+    // The channel's state stays locked until the frames are queued: tags go out in order.
+    let frame_max = ch.conn.frame_max.load(Ordering::Relaxed);
+    if let Some(frames) = stored_delivery_frames(ch.id, &c.tag, tag, d, frame_max) {
+        ch.conn.send(frames);
+        return;
+    }
+    let out_msg = message::outgoing(&d.message, &queue.def.name);
     let method = AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
         consumer_tag: c.tag.as_str().into(),
         delivery_tag: tag,
@@ -1594,13 +1639,40 @@ fn deliver_arc(queue: &Arc<Queue>, c: &Arc<Consumer>, d: &subscription::Delivery
         exchange: out_msg.exchange.as_str().into(),
         routing_key: out_msg.routing_key.as_str().into(),
     }));
-    let frames = delivery_frames(
-        ch.id,
-        method,
-        &out_msg,
-        ch.conn.frame_max.load(Ordering::Relaxed),
+    ch.conn
+        .send(delivery_frames(ch.id, method, &out_msg, frame_max));
+}
+
+/// The frames of a delivery of a message published over AMQP, written straight from its
+/// stored exchange, routing key and property bytes (no intermediate copies); `None` for
+/// other records, which [`message::outgoing`] converts.
+fn stored_delivery_frames(
+    channel: u16,
+    consumer_tag: &str,
+    delivery_tag: u64,
+    d: &subscription::Delivery,
+    frame_max: u32,
+) -> Option<BytesMut> {
+    let msg = &d.message;
+    let properties = msg.header(message::H_PROPERTIES)?;
+    let exchange = msg.header(message::H_EXCHANGE).unwrap_or_default();
+    let routing_key = msg.header(message::H_ROUTING_KEY).unwrap_or_default();
+    let body = msg.value.as_deref().unwrap_or_default();
+    let mut out = BytesMut::with_capacity(body.len() + properties.len() + 128);
+    let written = frame::put_deliver(
+        &mut out,
+        channel,
+        consumer_tag.as_bytes(),
+        delivery_tag,
+        d.redelivered,
+        exchange,
+        routing_key,
     );
-    ch.conn.send(frames);
+    if !written {
+        return None;
+    }
+    frame::put_content(&mut out, channel, properties, body, frame_max);
+    Some(out)
 }
 
 /// Reads the queue's log at its subscription's cursor on a blocking thread, when the
@@ -1818,18 +1890,16 @@ pub async fn run_pipeline(server: Arc<Server>, mut rx: mpsc::UnboundedReceiver<P
     }
 }
 
-async fn store_round(server: &Arc<Server>, items: Vec<PipelineItem>) {
-    // Group records by queue, remembering which job each came from.
+async fn store_round(server: &Arc<Server>, mut items: Vec<PipelineItem>) {
+    // Group records by queue, remembering which job each came from; count each job's
+    // targets so that the last one takes its headers instead of a copy.
     let mut per_queue: HashMap<u64, (Arc<Queue>, Vec<usize>)> = HashMap::new();
-    let jobs: Vec<Option<&StoreJob>> = items
-        .iter()
-        .map(|i| match i {
-            PipelineItem::Store(j) => Some(j),
-            PipelineItem::Barrier(_) => None,
-        })
-        .collect();
-    for (i, j) in jobs.iter().enumerate() {
-        let Some(j) = j else { continue };
+    let mut targets_left: Vec<usize> = vec![0; items.len()];
+    for (i, item) in items.iter().enumerate() {
+        let PipelineItem::Store(j) = item else {
+            continue;
+        };
+        targets_left[i] = j.targets.len();
         for q in &j.targets {
             per_queue
                 .entry(q.id)
@@ -1838,82 +1908,70 @@ async fn store_round(server: &Arc<Server>, items: Vec<PipelineItem>) {
                 .push(i);
         }
     }
+    // Encode and queue every queue's append first (their fsyncs overlap), then wait.
     let mut failed: HashSet<usize> = HashSet::new();
-    let mut appends = Vec::new();
+    let mut appends = Vec::with_capacity(per_queue.len());
     for (_, (q, idxs)) in per_queue {
-        // Several batches, each well under the topic's max.message.bytes, in one append.
-        const BATCH_TARGET_BYTES: usize = 512 * 1024;
-        let mut builders = Vec::new();
-        let mut b = BatchBuilder::new(jobs[idxs[0]].map_or(0, |j| j.timestamp));
-        let mut size = 0usize;
+        let mut writer = crate::batch::BatchWriter::with_capacity(round_bytes(&items, &idxs));
         for &i in &idxs {
-            if let Some(j) = jobs[i] {
-                let rec = j.body.len()
-                    + j.headers
-                        .iter()
-                        .map(|h| h.key.len() + h.value.as_ref().map_or(0, |v| v.len()) + 4)
-                        .sum::<usize>()
-                    + 16;
-                if !b.is_empty() && size + rec > BATCH_TARGET_BYTES {
-                    builders.push(std::mem::replace(&mut b, BatchBuilder::new(j.timestamp)));
-                    size = 0;
-                }
-                b.append(j.timestamp, None, Some(j.body.clone()), j.headers.clone());
-                size += rec;
+            if let PipelineItem::Store(j) = &mut items[i] {
+                writer.push(j.timestamp, &j.body, &mut j.headers);
             }
         }
-        builders.push(b);
-        let topic = q.topic.clone();
-        let handle = tokio::spawn(async move {
-            let mut all = BytesMut::new();
-            for b in builders {
-                all.extend_from_slice(&b.build().map_err(|e| e.to_string())?);
-            }
-            topic
-                .append(0, all.freeze())
-                .await
-                .map_err(|e| e.to_string())
-        });
-        appends.push((q, idxs, handle));
+        let pending = q.topic.begin_append_encoded(0, writer.finish()).await;
+        appends.push((q, idxs, pending));
     }
     let now = conflux_broker::now_ms();
-    for (q, idxs, handle) in appends {
-        match handle.await {
-            Ok(Ok(info)) => {
+    for (q, idxs, pending) in appends {
+        let stored = match pending {
+            Ok(p) => p.finish().await,
+            Err(e) => Err(e),
+        };
+        match stored {
+            Ok(info) => {
                 let mut inner = q.inner.lock();
                 for (n, &i) in idxs.iter().enumerate() {
-                    if let Some(j) = jobs[i] {
-                        let msg = Message {
-                            offset: info.base_offset + n as i64,
-                            timestamp: j.timestamp,
-                            key: None,
-                            value: Some(j.body.clone()),
-                            headers: j.headers.clone(),
-                        };
-                        if q.def.args.queue_type == QueueType::Stream {
-                            for c in &inner.consumers {
-                                if let Some(s) = &c.stream {
-                                    s.lock().offer(msg.clone(), now);
-                                }
+                    let PipelineItem::Store(j) = &mut items[i] else {
+                        continue;
+                    };
+                    targets_left[i] -= 1;
+                    let headers = if targets_left[i] == 0 {
+                        std::mem::take(&mut j.headers)
+                    } else {
+                        j.headers.clone()
+                    };
+                    let msg = Message {
+                        offset: info.base_offset + n as i64,
+                        timestamp: j.timestamp,
+                        key: None,
+                        value: Some(j.body.clone()),
+                        headers,
+                    };
+                    if q.def.args.queue_type == QueueType::Stream {
+                        for c in &inner.consumers {
+                            if let Some(s) = &c.stream {
+                                s.lock().offer(msg.clone(), now);
                             }
                         }
-                        inner.sub.offer(msg, now);
                     }
+                    inner.sub.offer(msg, now);
                 }
                 drop(inner);
                 q.notify.notify_one();
             }
-            other => {
-                let why = match other {
-                    Ok(Err(e)) => e,
-                    Err(e) => e.to_string(),
-                    Ok(Ok(_)) => String::new(),
-                };
-                tracing::warn!(queue = %q.def.name, error = %why, "storing messages failed");
+            Err(e) => {
+                tracing::warn!(queue = %q.def.name, error = %e, "storing messages failed");
                 failed.extend(idxs);
             }
         }
     }
+    let jobs: Vec<Option<&StoreJob>> = items
+        .iter()
+        .map(|i| match i {
+            PipelineItem::Store(j) => Some(j),
+            PipelineItem::Barrier(_) => None,
+        })
+        .collect();
     // Confirms, per channel: one `multiple` ack when all succeeded, else one by one.
     type Confirms = Vec<(u64, bool)>;
     let mut by_channel: Vec<(Arc<ChannelShared>, Confirms)> = Vec::new();
@@ -1966,6 +2024,27 @@ async fn store_round(server: &Arc<Server>, items: Vec<PipelineItem>) {
     let _ = server;
 }
 
+/// Bytes the records of `idxs` take in a batch, roughly (bodies and headers).
+fn round_bytes(items: &[PipelineItem], idxs: &[usize]) -> usize {
+    let record = |j: &StoreJob| {
+        j.body.len()
+            + j.headers
+                .iter()
+                .map(|h| h.key.len() + h.value.as_ref().map_or(0, |v| v.len()) + 4)
+                .sum::<usize>()
+            + 24
+    };
+    let records: usize = idxs
+        .iter()
+        .filter_map(|&i| match &items[i] {
+            PipelineItem::Store(j) => Some(record(j)),
+            PipelineItem::Barrier(_) => None,
+        })
+        .sum();
+    // Plus a batch header per started BATCH_TARGET_BYTES, so the buffer never regrows.
+    records + (records / crate::batch::BATCH_TARGET_BYTES + 2) * 64
+}
+
 /// Checks a publish against each target's overflow policy; returns the queues that accept
 /// it and whether any refused it.
 pub fn admit(
@@ -1978,6 +2057,13 @@ pub fn admit(
     let mut ok = Vec::with_capacity(targets.len());
     let mut refused = false;
     for q in targets {
+        // Without a length limit every message is admitted: skip the queue's lock, which
+        // its delivery pump holds while it dispatches.
+        let a = &q.def.args;
+        if a.max_length.is_none() && a.max_length_bytes.is_none() {
+            ok.push(q);
+            continue;
+        }
         let adm = q.inner.lock().sub.admission(size);
         match adm {
             Admission::Accept => ok.push(q),

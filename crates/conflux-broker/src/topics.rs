@@ -197,6 +197,22 @@ impl Topic {
     /// in call order, without waiting for durability. Callers that pipeline (one connection's
     /// produce requests) call this in request order and await [`PendingAppend::finish`] later.
     pub async fn begin_append(&self, index: i32, records: Bytes) -> Result<PendingAppend> {
+        self.begin_append_checking(index, records, true).await
+    }
+
+    /// [`Topic::begin_append`] for batches a front end encoded itself (AMQP publishes), which
+    /// are well-formed by construction: every check runs except decoding each record again,
+    /// unless the topic recompresses or is compacted. The log still verifies batch CRCs.
+    pub async fn begin_append_encoded(&self, index: i32, records: Bytes) -> Result<PendingAppend> {
+        self.begin_append_checking(index, records, false).await
+    }
+
+    async fn begin_append_checking(
+        &self,
+        index: i32,
+        records: Bytes,
+        decode_records: bool,
+    ) -> Result<PendingAppend> {
         let partition = self.partition(index).ok_or_else(|| {
             BrokerError::UnknownTopicOrPartition(format!("{}-{index}", self.name))
         })?;
@@ -235,7 +251,9 @@ impl Topic {
             }
             check_records(records, limit_bytes, target)
         };
-        let records = if heavy {
+        let records = if !decode_records && target.is_none() && !compacted {
+            records
+        } else if heavy {
             tokio::task::spawn_blocking(move || check(records))
                 .await
                 .map_err(|e| BrokerError::Storage(format!("record validation failed: {e}")))??

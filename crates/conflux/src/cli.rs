@@ -81,6 +81,8 @@ pub enum Protocol {
     Aws,
     Registry,
     Http,
+    /// The RabbitMQ management HTTP API (`amqp.management_enabled`).
+    Management,
 }
 
 #[derive(Debug, Default, Args)]
@@ -107,6 +109,9 @@ pub struct ServeArgs {
     /// Overrides `amqp.listen`.
     #[arg(long, value_name = "ADDR")]
     pub amqp_listen: Option<SocketAddr>,
+    /// Overrides `amqp.management_listen` (the RabbitMQ management HTTP API).
+    #[arg(long, value_name = "ADDR")]
+    pub management_listen: Option<SocketAddr>,
     /// Overrides `nats.listen`.
     #[arg(long, value_name = "ADDR")]
     pub nats_listen: Option<SocketAddr>,
@@ -165,6 +170,7 @@ impl ServeArgs {
         );
         set(&mut config.kafka.listen, self.kafka_listen);
         set(&mut config.amqp.listen, self.amqp_listen);
+        set(&mut config.amqp.management_listen, self.management_listen);
         set(&mut config.nats.listen, self.nats_listen);
         set(&mut config.aws.listen, self.aws_listen);
         set(&mut config.registry.listen, self.registry_listen);
@@ -177,6 +183,7 @@ impl ServeArgs {
                 Protocol::Aws => &mut config.aws.enabled,
                 Protocol::Registry => &mut config.registry.enabled,
                 Protocol::Http => &mut config.http.enabled,
+                Protocol::Management => &mut config.amqp.management_enabled,
             };
             *enabled = false;
         }

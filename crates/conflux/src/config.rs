@@ -252,9 +252,10 @@ pub struct AmqpConfig {
     pub queue_unacked_max: u64,
     /// Per connection: publish bytes read but not yet stored before reading pauses.
     pub publish_in_flight_bytes_max: u64,
-    /// Where to serve the RabbitMQ management HTTP API subset (RabbitMQ uses port 15672);
-    /// off when unset.
-    pub management_listen: Option<SocketAddr>,
+    /// Whether to serve the RabbitMQ management HTTP API subset (needs `amqp.enabled`).
+    pub management_enabled: bool,
+    /// Where to serve it (RabbitMQ's port is 15672).
+    pub management_listen: SocketAddr,
 }
 
 impl Default for AmqpConfig {
@@ -275,7 +276,8 @@ impl Default for AmqpConfig {
             queue_resident_bytes_max: 64 * MIB,
             queue_unacked_max: 50_000,
             publish_in_flight_bytes_max: 16 * MIB,
-            management_listen: None,
+            management_enabled: true,
+            management_listen: addr("0.0.0.0:15672"),
         }
     }
 }
@@ -441,6 +443,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("amqp.queue_resident_bytes_max", Kind::Int),
     ("amqp.queue_unacked_max", Kind::Int),
     ("amqp.publish_in_flight_bytes_max", Kind::Int),
+    ("amqp.management_enabled", Kind::Bool),
     ("amqp.management_listen", Kind::Str),
     ("nats.enabled", Kind::Bool),
     ("nats.listen", Kind::Str),
@@ -803,6 +806,11 @@ impl Config {
         [
             ("kafka", self.kafka.enabled, self.kafka.listen),
             ("amqp", self.amqp.enabled, self.amqp.listen),
+            (
+                "management",
+                self.amqp.enabled && self.amqp.management_enabled,
+                self.amqp.management_listen,
+            ),
             ("nats", self.nats.enabled, self.nats.listen),
             ("aws", self.aws.enabled, self.aws.listen),
             ("registry", self.registry.enabled, self.registry.listen),
@@ -815,10 +823,12 @@ impl Config {
     }
 }
 
-fn listen_key(protocol: &str) -> &'static str {
+/// The config key of a listener's address, for messages.
+pub fn listen_key(protocol: &str) -> &'static str {
     match protocol {
         "kafka" => "kafka.listen",
         "amqp" => "amqp.listen",
+        "management" => "amqp.management_listen",
         "nats" => "nats.listen",
         "aws" => "aws.listen",
         "registry" => "registry.listen",

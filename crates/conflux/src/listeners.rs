@@ -75,8 +75,12 @@ pub fn services(ctx: &ServeContext) -> Vec<Service> {
     let aws_ctx = ctx.clone();
     let nats_ctx = ctx.clone();
     let handles = Arc::new(crate::ops::ProtocolHandles::default());
-    let (amqp_handles, aws_handles, nats_handles) =
-        (handles.clone(), handles.clone(), handles.clone());
+    let (amqp_handles, aws_handles, nats_handles, management_handles) = (
+        handles.clone(),
+        handles.clone(),
+        handles.clone(),
+        handles.clone(),
+    );
     vec![
         Service::new("kafka", move |listener, shutdown| async move {
             let config = kafka_listener_config(&kafka_ctx.config, &listener)?;
@@ -92,16 +96,13 @@ pub fn services(ctx: &ServeContext) -> Vec<Service> {
             let config = amqp_listener_config(&amqp_ctx.config);
             let server = conflux_amqp::Server::open(amqp_ctx.broker.clone(), config);
             let _ = amqp_handles.amqp.set(server.clone());
-            if let Some(addr) = amqp_ctx.config.amqp.management_listen {
-                let management = TcpListener::bind(addr).await?;
-                tracing::info!(%addr, "serving the RabbitMQ management API subset");
-                tokio::spawn(crate::ops::serve_management(
-                    management,
-                    amqp_handles.clone(),
-                    shutdown.clone(),
-                ));
-            }
             conflux_amqp::serve_and_checkpoint(listener, server, shutdown).await;
+            Ok(())
+        }),
+        // Bound only with `amqp` (see `Config::enabled_listeners`); answers 503 until the AMQP
+        // front end has opened its virtual host.
+        Service::new("management", move |listener, shutdown| async move {
+            crate::management::serve(listener, management_handles, shutdown).await;
             Ok(())
         }),
         Service::new("nats", move |listener, shutdown| async move {

@@ -10,6 +10,7 @@ mod client;
 mod config;
 mod listeners;
 mod logging;
+mod management;
 mod ops;
 mod queue_cmd;
 mod records_cmd;
@@ -19,6 +20,11 @@ mod table;
 use std::process::ExitCode;
 
 use clap::Parser;
+
+/// mimalloc rather than the system allocator: the message paths allocate and free small
+/// buffers at a high rate across threads (see docs/benchmarks.md, AMQP).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();

@@ -412,6 +412,7 @@ async fn admin(
             Ok((StatusCode::OK, json!({ "dlqs": dlqs })))
         }
         (&Method::POST, ["dlq", name, "redrive"]) => redrive(h, name, &body),
+        (&Method::GET, ["dlq", name, "redrive"]) => redrive_status(h, name),
         (&Method::GET, ["nats"]) => nats(h),
         (&Method::GET, ["rabbitmq", "api", what]) => rabbitmq(h, what)?,
         _ => return None,
@@ -421,22 +422,13 @@ async fn admin(
 
 /// The RabbitMQ management API subset, under `/api/v1/rabbitmq/api/…` (`None` for others).
 fn rabbitmq(h: &ProtocolHandles, what: &str) -> Option<Reply> {
-    use conflux_amqp::management as m;
-    let render: fn(&conflux_amqp::Server) -> Value = match what {
-        "overview" => m::overview,
-        "queues" => m::queues,
-        "exchanges" => m::exchanges,
-        "bindings" => m::bindings,
-        "connections" => m::connections,
-        "consumers" => m::consumers,
-        _ => return None,
-    };
     Some(match h.amqp.get() {
-        Some(server) => Ok((StatusCode::OK, render(server))),
-        None => Err(ApiError::not_found(
+        Some(server) => Ok((StatusCode::OK, crate::management::read_only(server, what)?)),
+        None if crate::management::READ_ONLY.contains(&what) => Err(ApiError::not_found(
             "amqp_disabled",
             "the AMQP listener is not running on this node",
         )),
+        None => return None,
     })
 }
 
@@ -475,13 +467,28 @@ async fn purge_queue(h: &ProtocolHandles, name: &str) -> Reply {
     ))
 }
 
+/// An optional non-negative integer field of a request body.
+fn body_number(body: &Value, key: &str) -> Result<Option<u64>, ApiError> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+            ApiError::bad_request(format!("'{key}' must be a non-negative integer"))
+        }),
+    }
+}
+
 fn redrive(h: &ProtocolHandles, name: &str, body: &Value) -> Reply {
     let destination = match body.get("destination") {
         None | Some(Value::Null) => None,
         Some(Value::String(d)) => Some(d.as_str()),
         Some(_) => return Err(ApiError::bad_request("'destination' must be a queue name")),
     };
+    let max_messages = body_number(body, "max_messages")?;
+    let rate = body_number(body, "rate")?;
     match find(h, name).ok_or_else(|| no_queue(name))? {
+        Found::Sqs(_) if max_messages.is_some() || rate.is_some() => Err(ApiError::bad_request(
+            "'max_messages' and 'rate' apply to AMQP dead-letter queues only",
+        )),
         Found::Sqs(aws) => {
             let task = aws.redrive(name, destination).map_err(aws_error)?;
             Ok((
@@ -489,12 +496,60 @@ fn redrive(h: &ProtocolHandles, name: &str, body: &Value) -> Reply {
                 json!({"name": name, "protocol": "sqs", "task": task}),
             ))
         }
-        Found::Amqp(_) => Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "unsupported",
-            format!(
-                "'{name}' is an AMQP queue: redrive is supported for SQS dead-letter queues only"
-            ),
+        Found::Amqp(server) => {
+            let rate_per_s = match rate {
+                None => None,
+                Some(r) => Some(
+                    u32::try_from(r)
+                        .ok()
+                        .filter(|r| (1..=conflux_amqp::redrive::RATE_PER_S_MAX).contains(r))
+                        .ok_or_else(|| {
+                            ApiError::bad_request(format!(
+                                "'rate' must be between 1 and {} messages per second",
+                                conflux_amqp::redrive::RATE_PER_S_MAX
+                            ))
+                        })?,
+                ),
+            };
+            let request = conflux_amqp::redrive::RedriveRequest {
+                destination: destination.map(str::to_owned),
+                max_messages,
+                rate_per_s,
+            };
+            let task = server
+                .start_redrive(name, request)
+                .map_err(amqp_redrive_error)?;
+            Ok((
+                StatusCode::ACCEPTED,
+                json!({"name": name, "protocol": "amqp", "task": task}),
+            ))
+        }
+    }
+}
+
+fn amqp_redrive_error(e: conflux_amqp::server::AmqpError) -> ApiError {
+    match e.code {
+        404 => ApiError::not_found("queue_not_found", e.text),
+        405 => ApiError::new(StatusCode::CONFLICT, "redrive_in_progress", e.text),
+        406 => ApiError::bad_request(e.text),
+        _ => ApiError::internal(e.text),
+    }
+}
+
+/// The latest redrive task of an AMQP dead-letter queue.
+fn redrive_status(h: &ProtocolHandles, name: &str) -> Reply {
+    match find(h, name).ok_or_else(|| no_queue(name))? {
+        Found::Amqp(server) => {
+            let task = server.redrives.status(name).ok_or_else(|| {
+                ApiError::not_found("no_redrive", format!("no redrive of '{name}' was started"))
+            })?;
+            Ok((
+                StatusCode::OK,
+                json!({"name": name, "protocol": "amqp", "task": task}),
+            ))
+        }
+        Found::Sqs(_) => Err(ApiError::bad_request(
+            "SQS move tasks are listed by the SQS API (ListMessageMoveTasks)",
         )),
     }
 }
@@ -523,74 +578,4 @@ fn nats(h: &ProtocolHandles) -> Reply {
             "streams": streams,
         }),
     ))
-}
-
-/// Most management API connections served at once.
-const MANAGEMENT_CONNECTIONS_MAX: usize = 256;
-
-/// Serves the RabbitMQ management API subset (`GET /api/overview|queues|exchanges|bindings|
-/// connections|consumers`) on its own listener, as RabbitMQ does on 15672, until `shutdown`.
-pub async fn serve_management(
-    listener: tokio::net::TcpListener,
-    handles: Arc<ProtocolHandles>,
-    shutdown: tokio_util::sync::CancellationToken,
-) {
-    let permits = Arc::new(tokio::sync::Semaphore::new(MANAGEMENT_CONNECTIONS_MAX));
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            a = listener.accept() => a,
-        };
-        let Ok((stream, _)) = accepted else {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            continue;
-        };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            continue;
-        };
-        let handles = handles.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request: hyper::Request<_>| {
-                let handles = handles.clone();
-                async move { Ok::<_, std::convert::Infallible>(management_response(&handles, &request)) }
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            tokio::select! {
-                _ = connection => {}
-                _ = shutdown.cancelled() => {}
-            }
-            drop(permit);
-        });
-    }
-}
-
-fn management_response<B>(
-    handles: &ProtocolHandles,
-    request: &hyper::Request<B>,
-) -> hyper::Response<http_body_util::Full<hyper::body::Bytes>> {
-    let path = request.uri().path().trim_end_matches('/');
-    let reply = match (request.method(), path.strip_prefix("/api/")) {
-        (&Method::GET, Some(what)) if !what.contains('/') => rabbitmq(handles, what),
-        _ => None,
-    }
-    .unwrap_or_else(|| {
-        Err(ApiError::not_found(
-            "not_found",
-            format!("no such endpoint: {path}"),
-        ))
-    });
-    let (status, body) = match reply {
-        Ok((status, value)) => (status, value.to_string()),
-        Err(e) => (e.status, e.body()),
-    };
-    let mut response =
-        hyper::Response::new(http_body_util::Full::new(hyper::body::Bytes::from(body)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
-    response
 }

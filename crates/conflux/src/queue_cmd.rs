@@ -25,12 +25,23 @@ pub enum QueueCommand {
 pub enum DlqCommand {
     /// List dead-letter queues and their depth.
     List,
-    /// Move a dead-letter queue's messages back to their source queues (SQS move task).
+    /// Move a dead-letter queue's messages back to their source queues (SQS: a move task;
+    /// AMQP: the queue named by each message's first `x-death` entry), waiting for AMQP moves
+    /// to finish unless `--no-wait`.
     Redrive {
         name: String,
         /// Move to this queue instead of each message's source.
         #[arg(long)]
         destination: Option<String>,
+        /// Move at most this many messages (AMQP; default: all ready ones).
+        #[arg(long, value_name = "N")]
+        max_messages: Option<u64>,
+        /// At most this many messages per second (AMQP; default: unlimited).
+        #[arg(long, value_name = "PER_S")]
+        rate: Option<u64>,
+        /// Return once the move has started.
+        #[arg(long)]
+        no_wait: bool,
     },
 }
 
@@ -135,19 +146,57 @@ pub async fn queue(client: &Client, output: Output, cmd: QueueCommand) -> Result
     Ok(())
 }
 
+/// How often `dlq redrive` asks how an AMQP move is going.
+const REDRIVE_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+fn redrive_summary(name: &str, v: &Value) -> String {
+    let t = &v["task"];
+    match t["state"].as_str() {
+        Some("completed") => format!(
+            "Moved {} message(s) out of {name}; {} left in it (no route back or target full).\n",
+            cell(t, "moved"),
+            cell(t, "left")
+        ),
+        Some("failed") => format!(
+            "Moved {} message(s) out of {name}, then failed: {}\n",
+            cell(t, "moved"),
+            cell(t, "error")
+        ),
+        _ => format!("Started moving messages out of {name}.\n"),
+    }
+}
+
 pub async fn dlq(client: &Client, output: Output, cmd: DlqCommand) -> Result<(), ClientError> {
     match cmd {
         DlqCommand::List => {
             let v = client.get("/api/v1/dlq").await?;
             print(output, &v, || queue_table(&v["dlqs"]));
         }
-        DlqCommand::Redrive { name, destination } => {
+        DlqCommand::Redrive {
+            name,
+            destination,
+            max_messages,
+            rate,
+            no_wait,
+        } => {
             let path = format!("/api/v1/dlq/{}/redrive", segment(&name));
-            let body = serde_json::json!({ "destination": destination });
-            let v = client.call(Method::POST, &path, Some(body)).await?;
-            print(output, &v, || {
-                format!("Started moving messages out of {name}.\n")
+            let body = serde_json::json!({
+                "destination": destination, "max_messages": max_messages, "rate": rate,
             });
+            let mut v = client.call(Method::POST, &path, Some(body)).await?;
+            let wait = !no_wait && v["protocol"] == "amqp";
+            while wait && v["task"]["state"] == "running" {
+                tokio::time::sleep(REDRIVE_POLL).await;
+                v = client.get(&path).await?;
+            }
+            print(output, &v, || redrive_summary(&name, &v));
+            if v["task"]["state"] == "failed" {
+                return Err(ClientError::Api {
+                    status: hyper::StatusCode::INTERNAL_SERVER_ERROR,
+                    code: "redrive_failed".into(),
+                    message: format!("redrive of {name} failed: {}", cell(&v["task"], "error")),
+                });
+            }
         }
     }
     Ok(())

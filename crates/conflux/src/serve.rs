@@ -193,7 +193,7 @@ async fn bind_all(
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ServeError::Bind {
-                key: format!("{name}.listen"),
+                key: crate::config::listen_key(name).to_owned(),
                 addr,
                 source,
             })?;

@@ -32,6 +32,33 @@ fn empty_file_gives_defaults() {
 }
 
 #[test]
+fn management_api_listens_on_15672_with_amqp_only() {
+    let port = |c: &Config| {
+        c.enabled_listeners()
+            .into_iter()
+            .find(|(name, _)| *name == "management")
+            .map(|(_, a)| a)
+    };
+    let mut config = Config::default();
+    assert_eq!(port(&config), Some(addr("0.0.0.0:15672")));
+    config
+        .apply_env(env(&[("CONFLUX_AMQP_MANAGEMENT_LISTEN", "127.0.0.1:0")]))
+        .unwrap();
+    assert_eq!(port(&config), Some(addr("127.0.0.1:0")));
+    config.amqp.enabled = false;
+    assert_eq!(port(&config), None, "no management API without AMQP");
+    config.amqp.enabled = true;
+    config
+        .apply_env(env(&[("CONFLUX_AMQP_MANAGEMENT_ENABLED", "false")]))
+        .unwrap();
+    assert_eq!(port(&config), None);
+    let mut clash = Config::default();
+    clash.http.listen = addr("0.0.0.0:15672");
+    let err = clash.validate().unwrap_err().to_string();
+    assert!(err.contains("amqp.management_listen"), "{err}");
+}
+
+#[test]
 fn partial_section_keeps_its_own_default_port() {
     let config = Config::from_toml("[amqp]\nenabled = false\n").unwrap();
     assert!(!config.amqp.enabled);
@@ -215,7 +242,6 @@ fn struct_keys() -> Vec<String> {
     config.nats.user = Some("u".to_owned());
     config.nats.password = Some("p".to_owned());
     config.nats.token = Some("t".to_owned());
-    config.amqp.management_listen = Some("127.0.0.1:15672".parse().unwrap());
     let mut out = Vec::new();
     walk("", &toml::Value::try_from(&config).unwrap(), &mut out);
     out.sort();

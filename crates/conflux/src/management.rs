@@ -1,0 +1,506 @@
+//! The RabbitMQ management HTTP API listener (`amqp.management_listen`, RabbitMQ's 15672):
+//! HTTP basic authentication with the AMQP users (`guest` from loopback only), routing of
+//! `/api/…` paths with percent-decoded segments (the default vhost is `%2F`), and answers and
+//! errors shaped as RabbitMQ's, so `rabbitmqadmin`, monitoring exporters and scripts work.
+//! The JSON shapes themselves live in `conflux_amqp::management`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use conflux_amqp::management as m;
+use conflux_amqp::Server;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{json, Value};
+
+use crate::ops::ProtocolHandles;
+
+/// Most management API connections served at once.
+const CONNECTIONS_MAX: usize = 256;
+/// Largest request body (a declaration's JSON).
+const BODY_SIZE_BYTES_MAX: usize = 1024 * 1024;
+/// Longest page a client may ask for (`page_size`), as RabbitMQ.
+const PAGE_SIZE_MAX: usize = 500;
+
+/// A RabbitMQ-shaped error: status, `error` and `reason`.
+#[derive(Debug)]
+pub struct MgmtError {
+    status: StatusCode,
+    error: &'static str,
+    reason: String,
+}
+
+impl MgmtError {
+    fn new(status: StatusCode, error: &'static str, reason: impl Into<String>) -> MgmtError {
+        MgmtError {
+            status,
+            error,
+            reason: reason.into(),
+        }
+    }
+
+    fn not_found() -> MgmtError {
+        MgmtError::new(StatusCode::NOT_FOUND, "Object Not Found", "Not Found")
+    }
+
+    fn bad_request(reason: impl Into<String>) -> MgmtError {
+        MgmtError::new(StatusCode::BAD_REQUEST, "bad_request", reason)
+    }
+}
+
+type Answer = Result<(StatusCode, Option<Value>), MgmtError>;
+
+fn ok(value: Value) -> Answer {
+    Ok((StatusCode::OK, Some(value)))
+}
+
+fn no_content() -> Answer {
+    Ok((StatusCode::NO_CONTENT, None))
+}
+
+/// Serves the API on `listener` until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    handles: Arc<ProtocolHandles>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
+    let tracker = tokio_util::task::TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        let Ok((stream, peer)) = accepted else {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "management API connection limit reached; refusing");
+            continue;
+        };
+        let handles = handles.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                let handles = handles.clone();
+                async move {
+                    Ok::<_, std::convert::Infallible>(respond(&handles, peer, request).await)
+                }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::select! {
+                _ = connection => {}
+                _ = shutdown.cancelled() => {}
+            }
+            drop(permit);
+        });
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+async fn respond(
+    handles: &ProtocolHandles,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let answer = match handles.amqp.get() {
+        None => Err(MgmtError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the AMQP listener is not running",
+        )),
+        Some(server) => match login(server, peer, &request) {
+            Err(e) => Err(e),
+            Ok(user) => route(server, &user, request).await,
+        },
+    };
+    let (status, body) = match answer {
+        Ok((status, body)) => (status, body.map(|v| v.to_string()).unwrap_or_default()),
+        Err(e) => (
+            e.status,
+            json!({"error": e.error, "reason": e.reason}).to_string(),
+        ),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if status == StatusCode::UNAUTHORIZED {
+        headers.insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"RabbitMQ Management\""),
+        );
+    }
+    response
+}
+
+/// The user of a request's `Authorization: Basic` header, when it may log in.
+fn login<B>(server: &Server, peer: SocketAddr, request: &Request<B>) -> Result<String, MgmtError> {
+    let refused = || MgmtError::new(StatusCode::UNAUTHORIZED, "not_authorized", "Login failed");
+    let header = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(refused)?;
+    let encoded = header
+        .strip_prefix("Basic ")
+        .or_else(|| header.strip_prefix("basic "))
+        .ok_or_else(refused)?;
+    let decoded = base64_decode(encoded.trim()).ok_or_else(refused)?;
+    let text = String::from_utf8(decoded).map_err(|_| refused())?;
+    let (user, pass) = text.split_once(':').ok_or_else(refused)?;
+    if conflux_amqp::connection::login_allowed(server, user, pass, peer.ip()) {
+        Ok(user.to_owned())
+    } else {
+        Err(refused())
+    }
+}
+
+/// Standard base64 (with or without padding); `None` on any other character.
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    if text.len() > 4096 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in text.trim_end_matches('=').bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+/// Decodes `%XX` escapes of one path segment (`%2F` is the default vhost).
+fn percent_decode(segment: &str) -> Option<String> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = segment.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+}
+
+/// The vhost segment must name the default vhost.
+fn vhost(segment: &str) -> Result<(), MgmtError> {
+    if segment == m::VHOST {
+        Ok(())
+    } else {
+        Err(MgmtError::not_found())
+    }
+}
+
+async fn route(server: &Arc<Server>, user: &str, request: Request<Incoming>) -> Answer {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let query = request.uri().query().unwrap_or("").to_owned();
+    let Some(rest) = path.strip_prefix("/api/") else {
+        return Err(MgmtError::not_found());
+    };
+    let segments: Vec<String> = rest
+        .trim_end_matches('/')
+        .split('/')
+        .map(percent_decode)
+        .collect::<Option<_>>()
+        .ok_or_else(|| MgmtError::bad_request("bad percent-encoding in the path"))?;
+    let s: Vec<&str> = segments.iter().map(String::as_str).collect();
+    use Method as M;
+    match (&method, s.as_slice()) {
+        (&M::GET, ["overview"]) => ok(m::overview(server)),
+        (&M::GET, ["whoami"]) => ok(m::whoami(user)),
+        (&M::GET, ["nodes"]) => ok(m::nodes()),
+        (&M::GET, ["vhosts"]) => ok(m::vhosts(server)),
+        (&M::GET, ["vhosts", v]) => vhost(v).and_then(|()| ok(m::vhost(server))),
+        (&M::GET, ["aliveness-test", v]) => vhost(v).and_then(|()| ok(json!({"status": "ok"}))),
+        (&M::GET, ["health", "checks", "alarms" | "local-alarms" | "virtual-hosts"]) => {
+            ok(json!({"status": "ok"}))
+        }
+        (&M::GET, ["queues"]) => list(m::queues(server), &query),
+        (&M::GET, ["queues", v]) => vhost(v).and_then(|()| list(m::queues(server), &query)),
+        (&M::GET, ["queues", v, name]) => {
+            vhost(v)?;
+            m::queue(server, name).map_or_else(|| Err(MgmtError::not_found()), ok)
+        }
+        (&M::PUT, ["queues", v, name]) => {
+            vhost(v)?;
+            let body = read_json(request.into_body()).await?;
+            declare_queue(server, name, &body).await
+        }
+        (&M::DELETE, ["queues", v, name]) => {
+            vhost(v)?;
+            delete_queue(server, name, &query).await
+        }
+        (&M::DELETE, ["queues", v, name, "contents"]) => {
+            vhost(v)?;
+            server
+                .purge_queue(name)
+                .map_or_else(|| Err(MgmtError::not_found()), |_| no_content())
+        }
+        (&M::GET, ["exchanges"]) => list(m::exchanges(server), &query),
+        (&M::GET, ["exchanges", v]) => vhost(v).and_then(|()| list(m::exchanges(server), &query)),
+        (&M::GET, ["exchanges", v, name]) => {
+            vhost(v)?;
+            let want = if *name == "amq.default" { "" } else { name };
+            find(m::exchanges(server), |x| x["name"] == want)
+        }
+        (&M::GET, ["bindings"]) => list(m::bindings(server), &query),
+        (&M::GET, ["bindings", v]) => vhost(v).and_then(|()| list(m::bindings(server), &query)),
+        (&M::GET, ["connections"]) => list(m::connections(server), &query),
+        (&M::GET, ["consumers"]) => list(m::consumers(server), &query),
+        (&M::GET, ["consumers", v]) => vhost(v).and_then(|()| list(m::consumers(server), &query)),
+        (_, [first, ..])
+            if [
+                "overview",
+                "whoami",
+                "nodes",
+                "vhosts",
+                "queues",
+                "exchanges",
+                "bindings",
+                "connections",
+                "consumers",
+            ]
+            .contains(first) =>
+        {
+            Err(MgmtError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{method} {path} is not supported"),
+            ))
+        }
+        _ => Err(MgmtError::not_found()),
+    }
+}
+
+fn find(rows: Value, pred: impl Fn(&Value) -> bool) -> Answer {
+    rows.as_array()
+        .and_then(|a| a.iter().find(|r| pred(r)).cloned())
+        .map_or_else(|| Err(MgmtError::not_found()), ok)
+}
+
+/// A list, or RabbitMQ's paged form when the client asks for `page` (with `page_size`,
+/// default 100), as monitoring tools with many queues do.
+fn list(rows: Value, query: &str) -> Answer {
+    let Some(page) = query_param(query, "page") else {
+        return ok(rows);
+    };
+    let page: usize = page
+        .parse()
+        .ok()
+        .filter(|p| *p >= 1)
+        .ok_or_else(|| MgmtError::bad_request("page must be a positive integer"))?;
+    let size: usize = match query_param(query, "page_size") {
+        None => 100,
+        Some(s) => s
+            .parse()
+            .ok()
+            .filter(|n| (1..=PAGE_SIZE_MAX).contains(n))
+            .ok_or_else(|| {
+                MgmtError::bad_request(format!("page_size must be between 1 and {PAGE_SIZE_MAX}"))
+            })?,
+    };
+    let all = rows.as_array().cloned().unwrap_or_default();
+    let total = all.len();
+    let page_count = total.div_ceil(size).max(1);
+    if page > page_count {
+        return Err(MgmtError::bad_request(format!(
+            "page {page} is beyond the last page {page_count}"
+        )));
+    }
+    let items: Vec<Value> = all.into_iter().skip((page - 1) * size).take(size).collect();
+    ok(json!({
+        "items": items, "item_count": items.len(), "page": page, "page_count": page_count,
+        "page_size": size, "filtered_count": total, "total_count": total,
+    }))
+}
+
+async fn read_json(body: Incoming) -> Result<Value, MgmtError> {
+    let bytes = Limited::new(body, BODY_SIZE_BYTES_MAX)
+        .collect()
+        .await
+        .map_err(|_| {
+            MgmtError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("request body exceeds {BODY_SIZE_BYTES_MAX} bytes"),
+            )
+        })?
+        .to_bytes();
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Null);
+    }
+    serde_json::from_slice(&bytes).map_err(|e| MgmtError::bad_request(format!("invalid JSON: {e}")))
+}
+
+/// A boolean field sent as JSON `true`/`false` or as the strings `rabbitmqadmin` sends.
+fn flag(body: &Value, key: &str, default: bool) -> Result<bool, MgmtError> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(default),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(Value::String(s)) if s == "true" => Ok(true),
+        Some(Value::String(s)) if s == "false" => Ok(false),
+        Some(_) => Err(MgmtError::bad_request(format!(
+            "'{key}' must be true or false"
+        ))),
+    }
+}
+
+fn amqp_error(e: conflux_amqp::server::AmqpError) -> MgmtError {
+    let status = match e.code {
+        404 => StatusCode::NOT_FOUND,
+        403 => StatusCode::FORBIDDEN,
+        405 => StatusCode::LOCKED,
+        541 => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    MgmtError::new(status, "bad_request", e.text)
+}
+
+/// `PUT /api/queues/%2F/NAME`: declares a queue (`durable` defaults to true, as RabbitMQ's
+/// API); answers 201 when created, 204 when an equivalent queue exists.
+async fn declare_queue(server: &Arc<Server>, name: &str, body: &Value) -> Answer {
+    if name.is_empty() || name.len() > 255 {
+        return Err(MgmtError::bad_request("queue names are 1 to 255 bytes"));
+    }
+    let durable = flag(body, "durable", true)?;
+    let auto_delete = flag(body, "auto_delete", false)?;
+    let arguments = m::field_table(body.get("arguments").unwrap_or(&Value::Null))
+        .map_err(MgmtError::bad_request)?;
+    let existed = server.vhost.lock().queues.contains_key(name);
+    let (server, owned) = (server.clone(), name.to_owned());
+    // Declaring writes the metadata log (fsync): off the async workers.
+    tokio::task::spawn_blocking(move || {
+        server.declare_queue(&owned, false, durable, false, auto_delete, &arguments, 0)
+    })
+    .await
+    .map_err(|e| {
+        MgmtError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            e.to_string(),
+        )
+    })?
+    .map_err(amqp_error)?;
+    Ok((
+        if existed {
+            StatusCode::NO_CONTENT
+        } else {
+            StatusCode::CREATED
+        },
+        None,
+    ))
+}
+
+/// `DELETE /api/queues/%2F/NAME` (`if-unused`, `if-empty` as query parameters): 204.
+async fn delete_queue(server: &Arc<Server>, name: &str, query: &str) -> Answer {
+    if !server.vhost.lock().queues.contains_key(name) {
+        return Err(MgmtError::not_found());
+    }
+    let if_unused = query_param(query, "if-unused") == Some("true");
+    let if_empty = query_param(query, "if-empty") == Some("true");
+    let (server, owned) = (server.clone(), name.to_owned());
+    tokio::task::spawn_blocking(move || server.delete_queue(&owned, if_unused, if_empty))
+        .await
+        .map_err(|e| {
+            MgmtError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                e.to_string(),
+            )
+        })?
+        .map_err(amqp_error)?;
+    no_content()
+}
+
+/// The read-only resources also served on the admin API under `/api/v1/rabbitmq/api/…`.
+pub const READ_ONLY: [&str; 7] = [
+    "overview",
+    "queues",
+    "exchanges",
+    "bindings",
+    "connections",
+    "consumers",
+    "vhosts",
+];
+
+/// One of [`READ_ONLY`] as JSON; `None` for other names.
+pub fn read_only(server: &Server, what: &str) -> Option<Value> {
+    Some(match what {
+        "overview" => m::overview(server),
+        "queues" => m::queues(server),
+        "exchanges" => m::exchanges(server),
+        "bindings" => m::bindings(server),
+        "connections" => m::connections(server),
+        "consumers" => m::consumers(server),
+        "vhosts" => m::vhosts(server),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_credentials_decode() {
+        assert_eq!(base64_decode("Z3Vlc3Q6Z3Vlc3Q=").unwrap(), b"guest:guest");
+        assert_eq!(base64_decode("YQ").unwrap(), b"a");
+        assert!(base64_decode("not base64!").is_none());
+    }
+
+    #[test]
+    fn vhost_segments_decode() {
+        assert_eq!(percent_decode("%2F").as_deref(), Some("/"));
+        assert_eq!(percent_decode("a%20b").as_deref(), Some("a b"));
+        assert!(percent_decode("%2").is_none());
+        assert!(percent_decode("%ff").is_none());
+    }
+
+    #[test]
+    fn pages_follow_rabbitmq() {
+        let rows = json!([1, 2, 3, 4, 5]);
+        let (_, page) = list(rows.clone(), "page=2&page_size=2").unwrap();
+        let page = page.unwrap();
+        assert_eq!(page["items"], json!([3, 4]));
+        assert_eq!(
+            (page["page_count"].as_u64(), page["total_count"].as_u64()),
+            (Some(3), Some(5))
+        );
+        assert!(list(rows.clone(), "page=4&page_size=2").is_err());
+        assert!(list(rows.clone(), "page=1&page_size=0").is_err());
+        assert_eq!(list(rows.clone(), "columns=name").unwrap().1, Some(rows));
+    }
+}
