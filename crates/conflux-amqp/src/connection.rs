@@ -1011,6 +1011,13 @@ impl Conn {
             return;
         };
         ch.shared.closed.store(true, Ordering::SeqCst);
+        // Requeued before the consumers leave, so that the next single active consumer
+        // takes over with them in order (the closed channel's consumers get nothing more).
+        let unacked = std::mem::take(&mut ch.shared.state.lock().unacked);
+        for (_, u) in unacked.into_iter().rev() {
+            self.server.settle(&u, false, true);
+        }
+        ch.shared.unacked_count.store(0, Ordering::Relaxed);
         for (_, (target, c)) in ch.consumers {
             match target {
                 Target::Queue(q) => self.server.remove_consumer(&q, c.id),
@@ -1019,11 +1026,6 @@ impl Conn {
                 }
             }
         }
-        let unacked = std::mem::take(&mut ch.shared.state.lock().unacked);
-        for (_, u) in unacked.into_iter().rev() {
-            self.server.settle(&u, false, true);
-        }
-        ch.shared.unacked_count.store(0, Ordering::Relaxed);
     }
 
     fn close_all_channels(&mut self) {
@@ -1422,8 +1424,17 @@ impl Conn {
                 let (name, kind) = (d.exchange.to_string(), d.kind.to_string());
                 let (passive, durable) = (d.passive, d.durable);
                 let (auto_delete, internal) = (d.auto_delete, d.internal);
+                let arguments = d.arguments.clone();
                 on_blocking_thread(&server, move |s| {
-                    s.declare_exchange(&name, &kind, passive, durable, auto_delete, internal)
+                    s.declare_exchange(
+                        &name,
+                        &kind,
+                        passive,
+                        durable,
+                        auto_delete,
+                        internal,
+                        &arguments,
+                    )
                 })
                 .await?;
                 if !d.nowait {

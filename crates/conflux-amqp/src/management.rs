@@ -111,6 +111,19 @@ pub fn arguments(a: &QueueArgs) -> Value {
     );
     put("x-max-priority", a.max_priority.map(Value::from));
     put("x-delivery-limit", a.delivery_limit.map(Value::from));
+    put(
+        "x-max-age",
+        a.max_age_ms
+            .map(|ms| Value::from(format!("{}s", ms / 1000))),
+    );
+    put(
+        "x-stream-max-segment-size-bytes",
+        a.stream_segment_bytes.map(Value::from),
+    );
+    put(
+        "x-single-active-consumer",
+        a.single_active_consumer.then_some(Value::Bool(true)),
+    );
     if a.queue_type != QueueType::Classic {
         put(
             "x-queue-type",
@@ -206,7 +219,11 @@ pub fn exchanges(server: &Server) -> Value {
         .map(|e| {
             json!({
                 "name": e.name, "vhost": VHOST, "type": e.kind.as_str(), "durable": e.durable,
-                "auto_delete": e.auto_delete, "internal": e.internal, "arguments": {},
+                "auto_delete": e.auto_delete, "internal": e.internal,
+                "arguments": match &e.alternate_exchange {
+                    Some(ae) => json!({"alternate-exchange": ae}),
+                    None => json!({}),
+                },
             })
         })
         .collect();
@@ -276,7 +293,8 @@ pub fn consumers(server: &Server) -> Value {
     let queues: Vec<_> = server.vhost.lock().queues.values().cloned().collect();
     let mut rows = Vec::new();
     for q in queues {
-        for c in q.inner.lock().consumers.iter() {
+        let single = q.def.args.single_active_consumer;
+        for (i, c) in q.inner.lock().consumers.iter().enumerate() {
             rows.push(json!({
                 "queue": {"name": q.def.name, "vhost": VHOST},
                 "consumer_tag": c.tag,
@@ -284,7 +302,8 @@ pub fn consumers(server: &Server) -> Value {
                 "ack_required": !c.no_ack,
                 "exclusive": c.exclusive,
                 "prefetch_count": c.prefetch,
-                "active": true,
+                "active": !single || i == 0,
+                "activity_status": if !single { "up" } else if i == 0 { "single_active" } else { "waiting" },
             }));
         }
     }

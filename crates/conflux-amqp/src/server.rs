@@ -124,6 +124,9 @@ pub struct Exchange {
     pub internal: bool,
     #[serde(default)]
     pub bindings: Vec<Binding>,
+    /// `alternate-exchange`: where messages this exchange cannot route go.
+    #[serde(default)]
+    pub alternate_exchange: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -148,6 +151,29 @@ pub struct QueueArgs {
     pub max_priority: Option<u8>,
     pub queue_type: QueueType,
     pub delivery_limit: Option<u32>,
+    /// Streams: `x-max-age`, the log's `retention.ms`.
+    #[serde(default)]
+    pub max_age_ms: Option<i64>,
+    /// Streams: `x-stream-max-segment-size-bytes`, the log's `segment.bytes`.
+    #[serde(default)]
+    pub stream_segment_bytes: Option<u64>,
+    /// `x-single-active-consumer`: one consumer receives at a time.
+    #[serde(default)]
+    pub single_active_consumer: bool,
+}
+
+/// The `alternate-exchange` argument of exchange.declare.
+fn alternate_exchange_arg(arguments: &FieldTable) -> AResult<Option<String>> {
+    match arguments.inner().get("alternate-exchange") {
+        None => Ok(None),
+        Some(v) => match str_arg(v) {
+            Some(s) if s.len() <= 255 => Ok(Some(s)),
+            _ => Err(AmqpError::new(
+                code::PRECONDITION_FAILED,
+                "invalid arg 'alternate-exchange': expected an exchange name",
+            )),
+        },
+    }
 }
 
 fn int_arg(v: &AMQPValue) -> Option<i64> {
@@ -226,6 +252,21 @@ impl QueueArgs {
                     Some(s) => a.dead_letter_routing_key = Some(s),
                     None => return bad(k, "expected a string"),
                 },
+                "x-max-age" => match str_arg(v)
+                    .as_deref()
+                    .and_then(crate::stream_offset::interval_ms)
+                {
+                    Some(n) if n > 0 => a.max_age_ms = Some(n),
+                    _ => return bad(k, "expected an interval such as 7D, 12h, 30m or 10s"),
+                },
+                "x-stream-max-segment-size-bytes" => match int {
+                    Some(n) if n >= 14 => a.stream_segment_bytes = Some(n as u64),
+                    _ => return bad(k, "expected an integer of at least 14"),
+                },
+                "x-single-active-consumer" => match v {
+                    AMQPValue::Boolean(b) => a.single_active_consumer = *b,
+                    _ => return bad(k, "expected a boolean"),
+                },
                 "x-queue-type" => {
                     a.queue_type = match str_arg(v).as_deref() {
                         Some("classic") => QueueType::Classic,
@@ -236,6 +277,12 @@ impl QueueArgs {
                 }
                 _ => {}
             }
+        }
+        if a.single_active_consumer && a.queue_type == QueueType::Stream {
+            return bad(
+                "x-single-active-consumer",
+                "not supported on stream queues by this server",
+            );
         }
         if a.dead_letter_routing_key.is_some() && a.dead_letter_exchange.is_none() {
             return bad(
@@ -448,8 +495,19 @@ pub struct Queue {
 impl Queue {
     /// Ready messages, including those not loaded from the log yet.
     pub fn message_count(&self) -> u32 {
+        if let Some(n) = self.stream_len() {
+            return u32::try_from(n).unwrap_or(u32::MAX);
+        }
         let inner = self.inner.lock();
         u32::try_from(inner.sub.ready_total()).unwrap_or(u32::MAX)
+    }
+    /// A stream queue's length: the messages its log holds (retention trims it).
+    pub fn stream_len(&self) -> Option<u64> {
+        if self.def.args.queue_type != QueueType::Stream {
+            return None;
+        }
+        let p = self.topic.partition(0)?;
+        Some((p.log.high_watermark() - p.log.log_start_offset()).max(0) as u64)
     }
     pub fn consumer_count(&self) -> u32 {
         self.inner.lock().consumers.len() as u32
@@ -684,6 +742,7 @@ impl Server {
                     auto_delete: false,
                     internal: false,
                     bindings: Vec::new(),
+                    alternate_exchange: None,
                 },
             );
         }
@@ -770,6 +829,19 @@ impl Server {
                     // the ack floor.
                     configs.insert("retention.ms".to_string(), "0".to_string());
                     configs.insert("segment.bytes".to_string(), (64 << 20).to_string());
+                } else {
+                    // A stream is trimmed by retention only (consumers never delete):
+                    // RabbitMQ's stream arguments are the log's retention configs.
+                    let a = &def.args;
+                    if let Some(ms) = a.max_age_ms {
+                        configs.insert("retention.ms".to_string(), ms.to_string());
+                    }
+                    if let Some(b) = a.max_length_bytes {
+                        configs.insert("retention.bytes".to_string(), b.to_string());
+                    }
+                    if let Some(b) = a.stream_segment_bytes {
+                        configs.insert("segment.bytes".to_string(), b.to_string());
+                    }
                 }
                 if !def.durable {
                     configs.insert("flush.messages".to_string(), "1000000".to_string());
@@ -840,6 +912,7 @@ impl Server {
     // ---- exchanges -------------------------------------------------------------------------
 
     /// exchange.declare. Blocking (writes the metadata log): call on a blocking thread.
+    #[allow(clippy::too_many_arguments)]
     pub fn declare_exchange(
         &self,
         name: &str,
@@ -848,6 +921,7 @@ impl Server {
         durable: bool,
         auto_delete: bool,
         internal: bool,
+        arguments: &FieldTable,
     ) -> AResult<()> {
         let _writes = self.meta_writes.lock();
         let vh = self.vhost.lock();
@@ -863,6 +937,14 @@ impl Server {
                 return Err(AmqpError::new(
                     code::PRECONDITION_FAILED,
                     format!("inequivalent arg for exchange '{name}' in vhost '/'"),
+                ));
+            }
+            if x.alternate_exchange != alternate_exchange_arg(arguments)? {
+                return Err(AmqpError::new(
+                    code::PRECONDITION_FAILED,
+                    format!(
+                        "inequivalent arg 'alternate-exchange' for exchange '{name}' in vhost '/'"
+                    ),
                 ));
             }
             return Ok(());
@@ -885,6 +967,7 @@ impl Server {
                 format!("unknown exchange type '{kind}'"),
             ));
         };
+        let alternate_exchange = alternate_exchange_arg(arguments)?;
         drop(vh);
         let x = Exchange {
             name: name.to_string(),
@@ -893,6 +976,7 @@ impl Server {
             auto_delete,
             internal,
             bindings: Vec::new(),
+            alternate_exchange,
         };
         // Durable before it is visible (and before declare-ok); routing goes on meanwhile.
         self.persist_exchange(&x)?;
@@ -1043,6 +1127,7 @@ impl Server {
             let Some(x) = vh.exchanges.get(&xname) else {
                 continue;
             };
+            let mut matched = false;
             for b in &x.bindings {
                 let hit = match x.kind {
                     ExchangeKind::Fanout => true,
@@ -1053,6 +1138,7 @@ impl Server {
                 if !hit {
                     continue;
                 }
+                matched = true;
                 match &b.destination {
                     Destination::Queue(q) => {
                         if seen_q.insert(q.clone()) {
@@ -1062,6 +1148,13 @@ impl Server {
                         }
                     }
                     Destination::Exchange(d) => stack.push(d.clone()),
+                }
+            }
+            // An exchange none of whose bindings match hands the message to its alternate
+            // exchange (as RabbitMQ: per exchange, recursively; `seen_x` breaks loops).
+            if !matched {
+                if let Some(ae) = &x.alternate_exchange {
+                    stack.push(ae.clone());
                 }
             }
         }
@@ -1292,6 +1385,8 @@ impl Server {
             removed && inner.consumers.is_empty() && q.def.auto_delete
         };
         q.last_used_ms.store(now, Ordering::Relaxed);
+        // With a single active consumer the next one may take over at once.
+        q.notify.notify_one();
         if delete {
             let server = self.clone();
             let name = q.def.name.clone();
@@ -1484,7 +1579,7 @@ impl Server {
                     topic: q.def.topic.clone(),
                     durable: q.def.durable,
                     queue_type: format!("{:?}", q.def.args.queue_type).to_lowercase(),
-                    ready: s.ready + s.not_loaded,
+                    ready: q.stream_len().unwrap_or(s.ready + s.not_loaded),
                     unacked: s.unacked,
                     delayed: s.delayed,
                     bytes: s.bytes,
@@ -1764,10 +1859,14 @@ async fn run_pump(server: Arc<Server>, queue: Arc<Queue>) {
             })
             .await;
         }
-        server
-            .broker
-            .subscription_floors
-            .set(&queue.def.topic, 0, queue.id, floor);
+        // A stream's queue-level subscription never advances (consumers have their own
+        // cursors, which never delete): it must not hold back the log's retention.
+        if queue.def.args.queue_type != QueueType::Stream {
+            server
+                .broker
+                .subscription_floors
+                .set(&queue.def.topic, 0, queue.id, floor);
+        }
         // x-expires: an unused queue is deleted.
         if let Some(exp) = queue.def.args.expires_ms {
             let unused = queue.inner.lock().consumers.is_empty();
@@ -1840,8 +1939,14 @@ fn dispatch(queue: &Arc<Queue>, inner: &mut QueueInner, now: i64) {
         }
         return;
     }
+    // x-single-active-consumer: only the first registered consumer receives; the next one
+    // takes over when it leaves.
+    let single = queue.def.args.single_active_consumer;
     loop {
-        let n = inner.consumers.len();
+        let n = if single { 1 } else { inner.consumers.len() };
+        if single {
+            inner.rr = 0;
+        }
         let mut delivered = false;
         for i in 0..n {
             let idx = (inner.rr + i) % n;
@@ -2133,6 +2238,51 @@ mod tests {
         let a = QueueArgs::parse(&t).unwrap();
         assert_eq!(a.overflow, Some(Overflow::RejectPublish));
         assert_eq!(a.message_ttl_ms, Some(500));
+    }
+
+    #[test]
+    fn stream_and_single_active_consumer_args() {
+        let mut t = FieldTable::default();
+        t.insert("x-max-age".into(), AMQPValue::LongString("7D".into()));
+        t.insert(
+            "x-stream-max-segment-size-bytes".into(),
+            AMQPValue::LongLongInt(1 << 20),
+        );
+        t.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+        let a = QueueArgs::parse(&t).unwrap();
+        assert_eq!(a.max_age_ms, Some(7 * 86_400_000));
+        assert_eq!(a.stream_segment_bytes, Some(1 << 20));
+        assert!(a.single_active_consumer);
+        for (k, v) in [
+            ("x-max-age", AMQPValue::LongString("soon".into())),
+            ("x-max-age", AMQPValue::LongString("0s".into())),
+            ("x-stream-max-segment-size-bytes", AMQPValue::LongInt(0)),
+            (
+                "x-single-active-consumer",
+                AMQPValue::LongString("yes".into()),
+            ),
+        ] {
+            let mut t = FieldTable::default();
+            t.insert(k.into(), v);
+            assert_eq!(
+                QueueArgs::parse(&t).unwrap_err().code,
+                code::PRECONDITION_FAILED,
+                "{k}"
+            );
+        }
+    }
+
+    #[test]
+    fn alternate_exchange_arg_is_a_name() {
+        let mut t = FieldTable::default();
+        assert_eq!(alternate_exchange_arg(&t).unwrap(), None);
+        t.insert(
+            "alternate-exchange".into(),
+            AMQPValue::LongString("ae".into()),
+        );
+        assert_eq!(alternate_exchange_arg(&t).unwrap().as_deref(), Some("ae"));
+        t.insert("alternate-exchange".into(), AMQPValue::LongInt(1));
+        assert!(alternate_exchange_arg(&t).is_err());
     }
 
     #[test]

@@ -61,7 +61,7 @@ pub fn parse(value: Option<&AMQPValue>, now_ms: i64) -> AResult<StreamStart> {
 }
 
 /// `"<n><unit>"` in milliseconds; units as RabbitMQ: Y(ears), M(onths), D(ays), h, m, s.
-fn interval_ms(text: &str) -> Option<i64> {
+pub fn interval_ms(text: &str) -> Option<i64> {
     const SECOND_MS: i64 = 1000;
     const DAY_MS: i64 = 86_400 * SECOND_MS;
     let unit = text.chars().last()?;
