@@ -717,6 +717,8 @@ impl GroupCoordinator {
             group.leader = Some(new_id.clone());
         }
         group.members_version += 1;
+        // Its subscription may have changed without a rebalance.
+        group.subscribed_topics = group.compute_subscribed_topics();
         match group.state {
             GroupState::Stable => {
                 let leader_is_self = group.leader.as_deref() == Some(&new_id);
