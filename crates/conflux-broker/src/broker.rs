@@ -26,6 +26,10 @@ pub const PRODUCER_ID_EXPIRATION_MS_DEFAULT: i64 = 24 * 60 * 60 * 1000;
 const TRANSACTIONAL_ID_SWEEP_INTERVAL_MS_MAX: i64 = 60 * 60 * 1000;
 /// Kafka's `producer.id.expiration.check.interval.ms`.
 const PRODUCER_ID_SWEEP_INTERVAL_MS_MAX: i64 = 10 * 60 * 1000;
+/// Kafka's `offsets.retention.minutes` default: 7 days.
+pub const OFFSETS_RETENTION_MS_DEFAULT: i64 = 7 * 24 * 60 * 60 * 1000;
+/// Kafka's `offsets.retention.check.interval.ms`.
+const OFFSETS_RETENTION_SWEEP_INTERVAL_MS_MAX: i64 = 10 * 60 * 1000;
 
 /// How often an expiry sweep runs: Kafka's check interval, or more often for a short
 /// expiration (half of it, at least every second), so nothing outlives it by much.
@@ -45,7 +49,9 @@ pub struct BrokerConfig {
     pub topic_defaults: BTreeMap<String, String>,
     /// Delay before an empty group's first rebalance completes (`group.initial.rebalance.delay.ms`).
     pub group_initial_rebalance_delay_ms: u64,
-    /// How long committed offsets of a group without members are kept (`offsets.retention.minutes`).
+    /// How long committed offsets are kept after their group became Empty, or after their
+    /// commit for topics a Stable group no longer subscribes to and for groups that only
+    /// commit offsets (`offsets.retention.minutes`, KIP-211).
     pub offsets_retention_ms: i64,
     /// Memory and disk alarm thresholds.
     pub alarms: crate::alarms::AlarmConfig,
@@ -66,7 +72,7 @@ impl BrokerConfig {
             num_partitions: 1,
             topic_defaults: BTreeMap::new(),
             group_initial_rebalance_delay_ms: 0,
-            offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
+            offsets_retention_ms: OFFSETS_RETENTION_MS_DEFAULT,
             alarms: Default::default(),
             transactional_id_expiration_ms: TRANSACTIONAL_ID_EXPIRATION_MS_DEFAULT,
             producer_id_expiration_ms: PRODUCER_ID_EXPIRATION_MS_DEFAULT,
@@ -524,26 +530,33 @@ impl Broker {
         removed
     }
 
-    /// Offsets of groups without members that are older than the retention, to be deleted by
-    /// the caller with [`OffsetStore::delete`].
-    pub fn expired_offsets(&self, now_ms: i64) -> Vec<(String, Vec<(String, i32)>)> {
-        self.offsets
-            .groups()
-            .into_iter()
-            .filter(|g| self.groups.describe(g).members.is_empty())
-            .map(|g| {
-                let expired = self
-                    .offsets
-                    .expired(&g, now_ms, self.config.offsets_retention_ms);
-                (g, expired)
-            })
-            .filter(|(_, e)| !e.is_empty())
-            .collect()
+    /// Expires committed offsets per `offsets_retention_ms` with KIP-211 semantics, then
+    /// removes every Empty group left without offsets (a group-metadata tombstone in
+    /// `__consumer_offsets`; the group is Dead from then on), as Kafka's periodic offset
+    /// cleanup does. Returns (offsets expired, groups removed).
+    pub async fn expire_group_offsets(&self, now_ms: i64) -> (usize, usize) {
+        let retention_ms = self.config.offsets_retention_ms;
+        let mut expired = 0;
+        for group in self.offsets.groups() {
+            let rule = self.groups.offset_expiry(&group);
+            match self
+                .offsets
+                .expire(&group, now_ms, retention_ms, &rule)
+                .await
+            {
+                Ok(n) => expired += n,
+                Err(e) => tracing::warn!(group, error = %e, "expiring offsets failed"),
+            }
+        }
+        let removed = self.groups.remove_dead(|g| self.offsets.has_offsets(g));
+        (expired, removed.len())
     }
 
     /// Runs the broker's periodic work until `shutdown` resolves: group session expiry every
-    /// 100 ms, and every `maintenance_interval` retention, compaction and expiry of old offsets
-    /// on a blocking thread.
+    /// 100 ms; expiry of committed offsets and removal of Empty groups without offsets every
+    /// `offsets.retention.check.interval.ms` (10 min, or half the retention when that is
+    /// shorter, at least every second); and every `maintenance_interval` retention and
+    /// compaction on a blocking thread.
     pub async fn run_background(
         self: Arc<Self>,
         maintenance_interval: std::time::Duration,
@@ -570,6 +583,12 @@ impl Broker {
         );
         let (mut last_txn_id_sweep, mut last_producer_sweep) =
             (tokio::time::Instant::now(), tokio::time::Instant::now());
+        let offsets_sweep = sweep_interval(
+            self.config.offsets_retention_ms,
+            OFFSETS_RETENTION_SWEEP_INTERVAL_MS_MAX,
+        );
+        let mut last_offsets_sweep = tokio::time::Instant::now();
+        let mut offsets_task: Option<tokio::task::JoinHandle<()>> = None;
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -600,25 +619,27 @@ impl Broker {
                 last_producer_sweep = tokio::time::Instant::now();
                 self.expire_producers(crate::now_ms());
             }
+            let offsets_idle = offsets_task.as_ref().is_none_or(|h| h.is_finished());
+            if offsets_idle && last_offsets_sweep.elapsed() >= offsets_sweep {
+                last_offsets_sweep = tokio::time::Instant::now();
+                let broker = self.clone();
+                offsets_task = Some(tokio::spawn(async move {
+                    broker.expire_group_offsets(crate::now_ms()).await;
+                }));
+            }
             let idle = maintenance.as_ref().is_none_or(|h| h.is_finished());
             if idle && last_maintenance.elapsed() >= maintenance_interval {
                 last_maintenance = tokio::time::Instant::now();
                 let broker = self.clone();
-                let handle = tokio::runtime::Handle::current();
                 maintenance = Some(tokio::task::spawn_blocking(move || {
-                    let now = crate::now_ms();
-                    broker.run_maintenance(now);
-                    for (group, partitions) in broker.expired_offsets(now) {
-                        if let Err(e) =
-                            handle.block_on(broker.offsets.delete(&group, Some(partitions)))
-                        {
-                            tracing::warn!(group, error = %e, "expiring offsets failed");
-                        }
-                    }
+                    broker.run_maintenance(crate::now_ms());
                 }));
             }
         }
         if let Some(h) = txn_task {
+            h.abort();
+        }
+        if let Some(h) = offsets_task {
             h.abort();
         }
         alarms.abort();

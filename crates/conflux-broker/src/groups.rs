@@ -10,10 +10,14 @@
 //!
 //! Membership is persisted in `__consumer_offsets` (see [`store`]) whenever a group becomes
 //! Stable or Empty, and replayed at start-up, so a restart does not force a rebalance.
+//!
+//! Each group notes when its state last changed; [`GroupCoordinator::offset_expiry`] turns
+//! that into which of its offsets may expire (KIP-211), and
+//! [`GroupCoordinator::remove_dead`] drops Empty groups left without offsets.
 
 pub mod store;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,6 +27,10 @@ use tokio::sync::oneshot;
 
 use crate::topics::Topic;
 use store::{StoredGroups, WriteReceiver};
+
+/// The protocol type of Kafka consumer groups, whose member metadata is a
+/// `ConsumerProtocolSubscription` naming the subscribed topics.
+pub const CONSUMER_PROTOCOL_TYPE: &str = "consumer";
 
 /// Limits.
 pub const GROUP_ID_LEN_MAX: usize = 255;
@@ -186,6 +194,12 @@ struct Group {
     members_version: u64,
     /// What was last persisted: (state, generation, members_version).
     persisted: Option<(GroupState, i32, u64)>,
+    /// Wall-clock time of the last state change (Kafka's `currentStateTimestamp`), persisted
+    /// with the group: an Empty group's offsets expire this long after it became Empty.
+    state_since_ms: i64,
+    /// Topics the members of a "consumer" group subscribe to, decoded from their metadata
+    /// for the selected protocol at each new generation; `None` when not known.
+    subscribed_topics: Option<BTreeSet<String>>,
 }
 
 impl Group {
@@ -203,7 +217,32 @@ impl Group {
             members_version: 0,
             // A new group has nothing worth a record until it first becomes Stable.
             persisted: Some((GroupState::Empty, 0, 0)),
+            state_since_ms: crate::now_ms(),
+            subscribed_topics: None,
         }
+    }
+
+    /// Moves to `state`, noting when, as Kafka's `transitionTo` does.
+    fn transition(&mut self, state: GroupState) {
+        if self.state != state {
+            self.state = state;
+            self.state_since_ms = crate::now_ms();
+        }
+    }
+
+    /// The topics every member's subscription (for the selected protocol) names, when the
+    /// group uses the consumer protocol and every subscription decodes.
+    fn compute_subscribed_topics(&self) -> Option<BTreeSet<String>> {
+        if self.protocol_type != CONSUMER_PROTOCOL_TYPE {
+            return None;
+        }
+        let protocol = self.protocol.as_ref()?;
+        let mut topics = BTreeSet::new();
+        for m in self.members.values() {
+            let (_, metadata) = m.protocols.iter().find(|(n, _)| n == protocol)?;
+            topics.extend(subscription_topics(metadata)?);
+        }
+        Some(topics)
     }
 
     /// The part of the group whose change calls for a new metadata record, in the states
@@ -234,7 +273,7 @@ impl Group {
                 .unwrap_or_default();
             self.rebalance_deadline = Some(now + timeout);
         }
-        self.state = GroupState::PreparingRebalance;
+        self.transition(GroupState::PreparingRebalance);
     }
 
     fn all_joined(&self) -> bool {
@@ -274,13 +313,15 @@ impl Group {
         self.rebalance_deadline = None;
         self.generation += 1;
         if self.members.is_empty() {
-            self.state = GroupState::Empty;
+            self.transition(GroupState::Empty);
             self.protocol = None;
             self.leader = None;
+            self.subscribed_topics = None;
             return;
         }
-        self.state = GroupState::CompletingRebalance;
+        self.transition(GroupState::CompletingRebalance);
         self.protocol = self.select_protocol();
+        self.subscribed_topics = self.compute_subscribed_topics();
         if self
             .leader
             .as_ref()
@@ -386,6 +427,28 @@ pub struct GroupCoordinator {
     initial_rebalance_delay: Duration,
     /// Where group metadata is persisted (`__consumer_offsets`); `None` keeps it in memory.
     store: Option<Arc<Topic>>,
+}
+
+/// Which committed offsets of a group may expire (see [`GroupCoordinator::offset_expiry`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OffsetExpiry {
+    /// None (the group is rebalancing, or its subscription is not known).
+    Never,
+    /// All of them, once the retention has passed since this time (ms): when the group
+    /// became Empty.
+    AllSince(i64),
+    /// Each once the retention has passed since its commit, except offsets of these topics.
+    ByCommitTime { except: BTreeSet<String> },
+}
+
+/// The topics a consumer-protocol subscription (`ConsumerProtocolSubscription`, the member
+/// metadata of "consumer" groups) names, or `None` when it does not decode.
+fn subscription_topics(metadata: &Bytes) -> Option<Vec<String>> {
+    conflux_wire::decode_versioned::<conflux_wire::generated::ConsumerProtocolSubscription>(
+        metadata.clone(),
+    )
+    .ok()
+    .map(|(_, s)| s.topics)
 }
 
 fn new_member_id(client_id: &str) -> String {
@@ -654,6 +717,8 @@ impl GroupCoordinator {
             group.leader = Some(new_id.clone());
         }
         group.members_version += 1;
+        // Its subscription may have changed without a rebalance.
+        group.subscribed_topics = group.compute_subscribed_topics();
         match group.state {
             GroupState::Stable => {
                 let leader_is_self = group.leader.as_deref() == Some(&new_id);
@@ -725,7 +790,7 @@ impl GroupCoordinator {
                         answers.push((w, response));
                     }
                 }
-                group.state = GroupState::Stable;
+                group.transition(GroupState::Stable);
                 write = self.persist_changes(group_id, group);
             }
             (rx, answers, write)
@@ -918,6 +983,60 @@ impl GroupCoordinator {
             .collect();
         out.sort();
         out
+    }
+
+    /// Which of a group's committed offsets may expire now, per KIP-211 (Kafka's
+    /// `offsetExpirationCondition`): an Empty group's all, counted from when it became Empty;
+    /// a Stable consumer group's only those of topics it no longer subscribes to, counted
+    /// from their commit; a group that only commits offsets (unknown here), each counted from
+    /// its commit; a rebalancing group's none.
+    pub fn offset_expiry(&self, group_id: &str) -> OffsetExpiry {
+        let groups = self.groups.lock();
+        let Some(g) = groups.get(group_id) else {
+            return OffsetExpiry::ByCommitTime {
+                except: BTreeSet::new(),
+            };
+        };
+        match g.state {
+            _ if g.protocol_type.is_empty() && g.members.is_empty() => OffsetExpiry::ByCommitTime {
+                except: BTreeSet::new(),
+            },
+            GroupState::Empty => OffsetExpiry::AllSince(g.state_since_ms),
+            GroupState::Stable => match &g.subscribed_topics {
+                Some(topics) => OffsetExpiry::ByCommitTime {
+                    except: topics.clone(),
+                },
+                None => OffsetExpiry::Never,
+            },
+            _ => OffsetExpiry::Never,
+        }
+    }
+
+    /// Removes every Empty group that has no committed offsets left (`has_offsets` says),
+    /// writing its tombstone, as Kafka's offset cleanup moves such a group to Dead. Returns
+    /// the removed group ids.
+    pub fn remove_dead(&self, has_offsets: impl Fn(&str) -> bool) -> Vec<String> {
+        let mut groups = self.groups.lock();
+        let dead: Vec<String> = groups
+            .iter()
+            .filter(|(id, g)| {
+                g.state == GroupState::Empty
+                    && g.members.is_empty()
+                    && g.pending.is_empty()
+                    && !has_offsets(id)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &dead {
+            groups.remove(id);
+            tracing::info!(group = %id, "empty group without offsets removed");
+            if let Some(topic) = &self.store {
+                if let Err(e) = store::write(topic, id, None) {
+                    tracing::warn!(group = %id, error = %e, "writing group tombstone failed");
+                }
+            }
+        }
+        dead
     }
 
     pub fn state(&self, group_id: &str) -> Option<GroupState> {

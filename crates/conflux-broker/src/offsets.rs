@@ -3,6 +3,11 @@
 //! offset, or a tombstone when deleted). The topic is replayed at start-up; the group
 //! metadata records it also holds (see [`crate::groups::store`]) are handed to the group
 //! coordinator.
+//!
+//! Offsets expire per `offsets.retention` with KIP-211 semantics: the group coordinator
+//! says which of a group's offsets may expire ([`OffsetExpiry`]) and [`OffsetStore::expire`]
+//! writes their tombstones. Commits, deletions and expiry pass a gate so an expiry never
+//! removes a commit that landed while it was choosing what to expire.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{BrokerError, Result};
 use crate::groups::store::StoredGroups;
+use crate::groups::OffsetExpiry;
 use crate::topics::Topic;
 
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -43,6 +49,9 @@ type GroupOffsets = HashMap<(String, i32), CommittedOffset>;
 pub struct OffsetStore {
     topic: Arc<Topic>,
     offsets: RwLock<HashMap<String, GroupOffsets>>,
+    /// Commits and deletions hold it shared from their append until memory reflects it;
+    /// expiry holds it exclusively while it chooses, appends and removes.
+    gate: tokio::sync::RwLock<()>,
 }
 
 impl OffsetStore {
@@ -66,6 +75,7 @@ impl OffsetStore {
         let store = OffsetStore {
             topic,
             offsets: RwLock::new(offsets),
+            gate: tokio::sync::RwLock::new(()),
         };
         Ok((store, groups))
     }
@@ -79,6 +89,7 @@ impl OffsetStore {
         if commits.is_empty() {
             return Ok(());
         }
+        let _gate = self.gate.read().await;
         let now = crate::now_ms();
         let mut builder = BatchBuilder::new(now);
         for (topic, partition, c) in &commits {
@@ -104,6 +115,7 @@ impl OffsetStore {
         group: &str,
         partitions: Option<Vec<(String, i32)>>,
     ) -> Result<usize> {
+        let _gate = self.gate.read().await;
         let targets: Vec<(String, i32)> = {
             let offsets = self.offsets.read();
             let Some(existing) = offsets.get(group) else {
@@ -117,6 +129,47 @@ impl OffsetStore {
                     .collect(),
             }
         };
+        self.remove(group, targets).await
+    }
+
+    /// Expires the offsets of `group` that `rule` lets go after `retention_ms` (KIP-211):
+    /// writes their tombstones, then forgets them. Returns how many expired.
+    pub async fn expire(
+        &self,
+        group: &str,
+        now_ms: i64,
+        retention_ms: i64,
+        rule: &OffsetExpiry,
+    ) -> Result<usize> {
+        let _gate = self.gate.write().await;
+        let targets: Vec<(String, i32)> = {
+            let offsets = self.offsets.read();
+            let Some(existing) = offsets.get(group) else {
+                return Ok(0);
+            };
+            existing
+                .iter()
+                .filter(|((topic, _), c)| match rule {
+                    OffsetExpiry::Never => false,
+                    OffsetExpiry::AllSince(since) => now_ms.saturating_sub(*since) >= retention_ms,
+                    OffsetExpiry::ByCommitTime { except } => {
+                        !except.contains(topic)
+                            && now_ms.saturating_sub(c.commit_timestamp_ms) >= retention_ms
+                    }
+                })
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
+        let expired = self.remove(group, targets).await?;
+        if expired > 0 {
+            tracing::info!(group, offsets = expired, "committed offsets expired");
+        }
+        Ok(expired)
+    }
+
+    /// Writes tombstones for `targets` of `group`, then removes them from memory. The caller
+    /// holds the gate.
+    async fn remove(&self, group: &str, targets: Vec<(String, i32)>) -> Result<usize> {
         if targets.is_empty() {
             return Ok(0);
         }
@@ -181,18 +234,9 @@ impl OffsetStore {
         gs
     }
 
-    /// Offsets of `group` older than `retention_ms`, for expiry of groups without members.
-    pub fn expired(&self, group: &str, now_ms: i64, retention_ms: i64) -> Vec<(String, i32)> {
-        self.offsets
-            .read()
-            .get(group)
-            .map(|g| {
-                g.iter()
-                    .filter(|(_, c)| now_ms - c.commit_timestamp_ms > retention_ms)
-                    .map(|(k, _)| k.clone())
-                    .collect()
-            })
-            .unwrap_or_default()
+    /// Whether `group` has any committed offset.
+    pub fn has_offsets(&self, group: &str) -> bool {
+        self.offsets.read().contains_key(group)
     }
 }
 

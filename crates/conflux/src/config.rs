@@ -134,6 +134,9 @@ pub struct KafkaConfig {
     /// How long a partition remembers an idempotent producer after its last append (Kafka's
     /// `producer.id.expiration.ms`).
     pub producer_id_expiration_ms: u64,
+    /// How long a group's committed offsets are kept after the group became Empty (Kafka's
+    /// `offsets.retention.minutes`, KIP-211); an Empty group is removed once they are gone.
+    pub offsets_retention_ms: u64,
     pub topic_defaults: TopicDefaults,
 }
 
@@ -153,6 +156,7 @@ impl Default for KafkaConfig {
                 conflux_broker::broker::TRANSACTIONAL_ID_EXPIRATION_MS_DEFAULT as u64,
             producer_id_expiration_ms: conflux_broker::broker::PRODUCER_ID_EXPIRATION_MS_DEFAULT
                 as u64,
+            offsets_retention_ms: conflux_broker::broker::OFFSETS_RETENTION_MS_DEFAULT as u64,
             topic_defaults: TopicDefaults::default(),
         }
     }
@@ -424,6 +428,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("kafka.group_initial_rebalance_delay_ms", Kind::Int),
     ("kafka.transactional_id_expiration_ms", Kind::Int),
     ("kafka.producer_id_expiration_ms", Kind::Int),
+    ("kafka.offsets_retention_ms", Kind::Int),
     ("kafka.topic_defaults.message_size_bytes_max", Kind::Int),
     ("kafka.topic_defaults.retention_ms", Kind::Int),
     ("kafka.topic_defaults.segment_size_bytes", Kind::Int),
@@ -602,7 +607,7 @@ impl Config {
             return Err(invalid("nats.password", "(set)", "needs nats.user"));
         }
         let k = &self.kafka;
-        let positive: [(&'static str, u64); 6] = [
+        let positive: [(&'static str, u64); 7] = [
             ("kafka.request_size_bytes_max", k.request_size_bytes_max),
             ("kafka.connections_max", k.connections_max.into()),
             ("kafka.num_partitions", k.num_partitions.into()),
@@ -614,6 +619,7 @@ impl Config {
                 "kafka.producer_id_expiration_ms",
                 k.producer_id_expiration_ms,
             ),
+            ("kafka.offsets_retention_ms", k.offsets_retention_ms),
             (
                 "kafka.topic_defaults.segment_size_bytes",
                 k.topic_defaults.segment_size_bytes,
@@ -655,6 +661,14 @@ impl Config {
                     "must be at most 2147483647 (as in Kafka)",
                 ));
             }
+        }
+        // Kafka's `offsets.retention.minutes` is an int of minutes.
+        if k.offsets_retention_ms > i32::MAX as u64 * 60_000 {
+            return Err(invalid(
+                "kafka.offsets_retention_ms",
+                k.offsets_retention_ms,
+                "must be at most 128849018820000 (2147483647 minutes, as in Kafka)",
+            ));
         }
         if k.num_partitions > i32::MAX as u32 {
             return Err(invalid(
@@ -793,6 +807,7 @@ impl Config {
         c.group_initial_rebalance_delay_ms = self.kafka.group_initial_rebalance_delay_ms;
         c.transactional_id_expiration_ms = self.kafka.transactional_id_expiration_ms as i64;
         c.producer_id_expiration_ms = self.kafka.producer_id_expiration_ms as i64;
+        c.offsets_retention_ms = self.kafka.offsets_retention_ms as i64;
         c.topic_defaults = topic_defaults;
         c.alarms = conflux_broker::alarms::AlarmConfig {
             memory_high_watermark_bytes: self.server.memory_high_watermark_bytes,

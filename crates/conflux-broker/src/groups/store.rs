@@ -3,7 +3,9 @@
 //!
 //! A group is written when it reaches Stable (after the leader's SyncGroup set the
 //! assignments; the SyncGroup answers wait for the write), when a static member's id changes
-//! while Stable, and when it becomes Empty; deleting a group writes a tombstone. The key is
+//! while Stable, and when it becomes Empty, with the time of that state change (so an Empty
+//! group's offsets expire on time across restarts); deleting a group, or removing an Empty
+//! group whose offsets all expired, writes a tombstone. The key is
 //! `{"group_metadata": <group id>}`, which never parses as an offset-commit key, so both kinds
 //! share the compacted topic and one replay. Replayed groups come back in the state they were
 //! written with, and every restored member gets a fresh session deadline.
@@ -141,7 +143,7 @@ pub(super) fn snapshot(group: &Group) -> Option<StoredGroup> {
         generation: group.generation,
         protocol: group.protocol.clone(),
         leader: group.leader.clone(),
-        current_state_timestamp_ms: crate::now_ms(),
+        current_state_timestamp_ms: group.state_since_ms,
         members,
     })
 }
@@ -152,6 +154,10 @@ pub(super) fn restore(stored: StoredGroup, now: Instant) -> Group {
     let mut group = Group::new();
     group.protocol_type = stored.protocol_type;
     group.generation = stored.generation;
+    if stored.current_state_timestamp_ms > 0 {
+        // An Empty group's offsets keep expiring from when it became Empty, not from now.
+        group.state_since_ms = stored.current_state_timestamp_ms;
+    }
     if stored.members.is_empty() {
         return group;
     }
@@ -187,6 +193,7 @@ pub(super) fn restore(stored: StoredGroup, now: Instant) -> Group {
         .filter(|l| members.contains_key(l))
         .or_else(|| members.keys().next().cloned());
     group.members = members;
+    group.subscribed_topics = group.compute_subscribed_topics();
     group
 }
 
@@ -219,7 +226,8 @@ pub(super) fn write(
 mod tests {
     use super::*;
     use crate::broker::{Broker, BrokerConfig};
-    use crate::groups::{GroupError, JoinRequest};
+    use crate::groups::{GroupError, JoinRequest, OffsetExpiry};
+    use crate::offsets::CommittedOffset;
 
     fn join_req(member: &str, instance: Option<&str>) -> JoinRequest {
         JoinRequest {
@@ -492,6 +500,196 @@ mod tests {
             "the tombstone removed the group"
         );
         assert_eq!(broker.offsets.fetch("g", "t", 0).unwrap().offset, 42);
+        broker.close();
+    }
+
+    fn commit_at(topic: &str, offset: i64, at_ms: i64) -> (String, i32, CommittedOffset) {
+        (
+            topic.to_string(),
+            0,
+            CommittedOffset {
+                offset,
+                leader_epoch: -1,
+                metadata: None,
+                commit_timestamp_ms: at_ms,
+            },
+        )
+    }
+
+    fn retention_config(dir: &std::path::Path, retention_ms: i64) -> BrokerConfig {
+        let mut config = BrokerConfig::new(dir);
+        config.offsets_retention_ms = retention_ms;
+        config
+    }
+
+    #[tokio::test]
+    async fn empty_group_expires_from_when_it_became_empty_then_its_tombstone_survives_restart() {
+        const RETENTION_MS: i64 = 60_000;
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::open(retention_config(dir.path(), RETENTION_MS)).unwrap();
+        let (leader, follower) = stable_group(&broker).await;
+        // Commits far older than the retention.
+        let long_ago = crate::now_ms() - 10 * RETENTION_MS;
+        broker
+            .offsets
+            .commit(
+                "g",
+                vec![commit_at("t", 7, long_ago), commit_at("u", 9, long_ago)],
+            )
+            .await
+            .unwrap();
+        // Stable, with a subscription that is not the consumer protocol's: nothing expires.
+        assert_eq!(broker.groups.offset_expiry("g"), OffsetExpiry::Never);
+        assert_eq!(broker.expire_group_offsets(crate::now_ms()).await, (0, 0));
+        assert_eq!(broker.offsets.fetch_all("g").len(), 2);
+
+        let before_empty = crate::now_ms();
+        broker
+            .groups
+            .leave(
+                "g",
+                &[(leader, None), (String::new(), Some("static-1".into()))],
+            )
+            .unwrap()
+            .into_iter()
+            .for_each(|r| r.unwrap());
+        let after_empty = crate::now_ms();
+        assert_eq!(broker.groups.state("g"), Some(GroupState::Empty));
+        let _ = follower;
+        // KIP-211: the clock starts when the group became Empty, not at the (old) commits.
+        assert_eq!(broker.expire_group_offsets(crate::now_ms()).await, (0, 0));
+        assert_eq!(broker.offsets.fetch_all("g").len(), 2);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(broker);
+
+        // The Empty-since time is persisted: after a restart the deadline has not moved.
+        let broker = Broker::open(retention_config(dir.path(), RETENTION_MS)).unwrap();
+        assert_eq!(broker.groups.state("g"), Some(GroupState::Empty));
+        match broker.groups.offset_expiry("g") {
+            OffsetExpiry::AllSince(since) => assert!(
+                (before_empty..=after_empty).contains(&since),
+                "{since} not in {before_empty}..={after_empty}"
+            ),
+            other => panic!("unexpected expiry rule {other:?}"),
+        }
+        assert_eq!(
+            broker
+                .expire_group_offsets(before_empty + RETENTION_MS - 1)
+                .await,
+            (0, 0)
+        );
+        assert_eq!(
+            broker
+                .expire_group_offsets(after_empty + RETENTION_MS)
+                .await,
+            (2, 1),
+            "both offsets expire, then the group is removed"
+        );
+        assert!(broker.offsets.fetch_all("g").is_empty());
+        assert_eq!(broker.groups.state("g"), None);
+        assert_eq!(broker.groups.describe("g").state, GroupState::Dead);
+        assert!(broker.groups.list().is_empty());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(broker);
+
+        // Offset and group tombstones replay: nothing comes back.
+        let broker = Broker::open(retention_config(dir.path(), RETENTION_MS)).unwrap();
+        assert_eq!(broker.groups.state("g"), None);
+        assert!(broker.offsets.groups().is_empty());
+        // The group id starts over.
+        let fresh = broker.groups.join(join_req("", None)).await;
+        assert_eq!((fresh.error, fresh.generation_id), (None, 1));
+        broker.close();
+    }
+
+    #[tokio::test]
+    async fn stable_consumer_group_keeps_subscribed_topics_and_loses_the_others() {
+        use conflux_wire::generated::ConsumerProtocolSubscription;
+        const RETENTION_MS: i64 = 60_000;
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::open(retention_config(dir.path(), RETENTION_MS)).unwrap();
+        let subscription = ConsumerProtocolSubscription {
+            topics: vec!["subscribed".into()],
+            ..Default::default()
+        };
+        let mut req = join_req("", None);
+        req.protocols = vec![(
+            "range".into(),
+            conflux_wire::encode_versioned(&subscription, 1),
+        )];
+        let joined = broker.groups.join(req).await;
+        assert_eq!(joined.error, None);
+        broker
+            .groups
+            .sync(
+                "g",
+                joined.generation_id,
+                &joined.member_id,
+                None,
+                Vec::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(broker.groups.state("g"), Some(GroupState::Stable));
+        let now = crate::now_ms();
+        let long_ago = now - 2 * RETENTION_MS;
+        broker
+            .offsets
+            .commit(
+                "g",
+                vec![
+                    commit_at("subscribed", 1, long_ago),
+                    commit_at("dropped", 2, long_ago),
+                    commit_at("recent", 3, now),
+                ],
+            )
+            .await
+            .unwrap();
+        // Offsets committed by a group that never joined expire from their commit.
+        broker
+            .offsets
+            .commit(
+                "standalone",
+                vec![commit_at("t", 4, long_ago), commit_at("t2", 5, now)],
+            )
+            .await
+            .unwrap();
+        assert_eq!(broker.expire_group_offsets(now).await, (2, 0));
+        let topics = |g: &str| {
+            broker
+                .offsets
+                .fetch_all(g)
+                .into_iter()
+                .map(|(t, _, _)| t)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(topics("g"), vec!["recent", "subscribed"]);
+        assert_eq!(topics("standalone"), vec!["t2"]);
+        assert_eq!(broker.groups.state("g"), Some(GroupState::Stable));
+        // Past the retention of the recent commits too, the subscribed topic still stays.
+        assert_eq!(
+            broker.expire_group_offsets(now + RETENTION_MS).await,
+            (2, 0)
+        );
+        assert_eq!(topics("g"), vec!["subscribed"]);
+        assert!(!broker.offsets.has_offsets("standalone"));
+        broker.close();
+    }
+
+    #[tokio::test]
+    async fn empty_group_without_offsets_is_removed_at_the_next_sweep() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::open(BrokerConfig::new(dir.path())).unwrap();
+        let joined = broker.groups.join(join_req("", None)).await;
+        broker
+            .groups
+            .leave("g", &[(joined.member_id.clone(), None)])
+            .unwrap()
+            .remove(0)
+            .unwrap();
+        assert_eq!(broker.groups.state("g"), Some(GroupState::Empty));
+        assert_eq!(broker.expire_group_offsets(crate::now_ms()).await, (0, 1));
+        assert_eq!(broker.groups.state("g"), None);
         broker.close();
     }
 }

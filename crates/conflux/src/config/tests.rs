@@ -219,6 +219,25 @@ fn validation_names_the_key() {
     }
 }
 
+#[test]
+fn offsets_retention_is_checked_and_reaches_the_broker() {
+    assert_eq!(
+        Config::default().broker_config().offsets_retention_ms,
+        conflux_broker::broker::OFFSETS_RETENTION_MS_DEFAULT
+    );
+    let config = Config::from_toml("[kafka]\noffsets_retention_ms = 3000").unwrap();
+    config.validate().unwrap();
+    assert_eq!(config.broker_config().offsets_retention_ms, 3000);
+    for bad in ["0", "128849018820001"] {
+        let text = format!("[kafka]\noffsets_retention_ms = {bad}");
+        let err = Config::from_toml(&text).unwrap().validate().unwrap_err();
+        assert!(
+            err.to_string().contains("kafka.offsets_retention_ms"),
+            "{err}"
+        );
+    }
+}
+
 /// Every leaf of a fully populated `Config`, as dotted paths.
 fn struct_keys() -> Vec<String> {
     fn walk(prefix: &str, value: &toml::Value, out: &mut Vec<String>) {
