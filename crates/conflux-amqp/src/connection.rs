@@ -921,7 +921,10 @@ impl Conn {
         if !exchange.is_empty() && server.exchange_is_internal(&exchange) {
             return Err(AmqpError::new(
                 code::ACCESS_REFUSED,
-                format!("cannot publish to internal exchange '{exchange}' in vhost '/'"),
+                format!(
+                    "cannot publish to internal exchange '{exchange}' in vhost '{}'",
+                    server.vhost_name
+                ),
             ));
         }
         let targets = server.route(&exchange, &rk, props.headers().as_ref())?;
@@ -1210,7 +1213,11 @@ impl Conn {
                         // RabbitMQ reports at once too.
                         return Err(AmqpError::new(
                             code::NOT_FOUND,
-                            format!("no exchange '{}' in vhost '/'", p.exchange.as_str()),
+                            format!(
+                                "no exchange '{}' in vhost '{}'",
+                                p.exchange.as_str(),
+                                server.vhost_name
+                            ),
                         ));
                     }
                     ch.pending = Some(PendingPublish {

@@ -845,7 +845,14 @@ impl Server {
             meta_writes: Mutex::new(()),
             redrives: Default::default(),
         });
-        tokio::spawn(run_pipeline(server.clone(), dead_rx));
+        // Ends when the vhost is deleted (the task holds the `Server`, which holds `dead_tx`).
+        let (pipeline, closed) = (run_pipeline(server.clone(), dead_rx), server.closed.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = pipeline => {}
+                _ = closed.cancelled() => {}
+            }
+        });
         let mut vhost = VHost::default();
         for (name, kind) in PREDECLARED {
             vhost.exchanges.insert(
