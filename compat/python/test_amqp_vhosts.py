@@ -17,6 +17,7 @@ from pika.exceptions import ChannelClosedByBroker, ConnectionClosedByBroker
 
 from conflux_server import ConfluxServer
 from test_amqp import get_one, name, params
+from test_ops_metrics import samples, scrape
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -79,6 +80,15 @@ def test_same_queue_name_in_two_vhosts_is_two_queues(node):
     assert sorted(r["vhost"] for r in rows if r["name"] == q) == ["/", "staging"]
     only = requests.get(api(node, "queues/staging"), auth=GUEST, timeout=10).json()
     assert [r["name"] for r in only] == [q] and only[0]["vhost"] == "staging"
+    # In /metrics the default vhost's queues keep their labels; the others add `vhost`.
+    with connect(node, "staging") as staging:
+        staging.channel().basic_publish("", q, b"counted")
+        deadline = time.monotonic() + 10
+        want = ("conflux_amqp_queue_messages_ready", frozenset({("queue", q), ("vhost", "staging")}))
+        while (found := samples(scrape(node))).get(want) != 1.0:
+            assert time.monotonic() < deadline, f"{want} not 1 in {found.get(want)}"
+            time.sleep(0.05)
+    assert found[("conflux_amqp_queue_messages_ready", frozenset({("queue", q)}))] == 0.0
     # The default vhost's queue is topic Q; staging's is under the reserved prefix.
     from confluent_kafka.admin import AdminClient
 

@@ -547,6 +547,8 @@ pub struct VHost {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct QueueStats {
     pub name: String,
+    /// The queue's virtual host.
+    pub vhost: String,
     pub topic: String,
     pub durable: bool,
     pub queue_type: String,
@@ -1855,6 +1857,7 @@ impl Server {
                 let s = inner.sub.stats();
                 QueueStats {
                     name: q.def.name.clone(),
+                    vhost: self.vhost_name.clone(),
                     topic: q.def.topic.clone(),
                     durable: q.def.durable,
                     queue_type: format!("{:?}", q.def.args.queue_type).to_lowercase(),
