@@ -706,6 +706,8 @@ pub const VHOST_TOPIC_PREFIX: &str = "amqp.vh.";
 /// Longest escaped vhost name, so that a queue name of at least 140 escaped bytes fits in a
 /// topic name.
 const VHOST_ESCAPED_MAX: usize = 100;
+/// Most virtual hosts besides `/` (created through the management API or config).
+pub const VHOSTS_MAX: usize = 1024;
 /// Kafka's longest topic name.
 const TOPIC_NAME_MAX: usize = 249;
 
@@ -984,6 +986,12 @@ impl Server {
             return Ok(false);
         }
         validate_vhost_name(name)?;
+        if self.vhosts.lock().len() >= VHOSTS_MAX {
+            return Err(AmqpError::new(
+                code::RESOURCE_ERROR,
+                format!("at most {VHOSTS_MAX} virtual hosts besides '/'"),
+            ));
+        }
         self.broker
             .set_routing(&vhost_key(name), serde_json::json!({ "name": name }))
             .map_err(storage_err)?;

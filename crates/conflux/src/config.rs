@@ -724,6 +724,13 @@ impl Config {
                 "must be >= 4096 (AMQP's minimum frame size)",
             ));
         }
+        if self.amqp.vhosts.len() > conflux_amqp::server::VHOSTS_MAX {
+            return Err(ConfigError::Invalid {
+                key: "amqp.vhosts",
+                value: format!("{} names", self.amqp.vhosts.len()),
+                message: format!("at most {}", conflux_amqp::server::VHOSTS_MAX),
+            });
+        }
         for vhost in &self.amqp.vhosts {
             if let Err(e) = conflux_amqp::server::validate_vhost_name(vhost) {
                 return Err(ConfigError::Invalid {
