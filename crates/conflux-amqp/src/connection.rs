@@ -151,6 +151,19 @@ pub fn login_allowed(server: &Server, user: &str, pass: &str, ip: std::net::IpAd
     configured || (guest && (ip.is_loopback() || server.config.guest_remote))
 }
 
+/// The connection.close sent when the node shuts down or the connection's vhost is deleted.
+fn forced_close(server: &Server) -> AmqpError {
+    let reason = if server.closed.is_cancelled() {
+        format!("vhost '{}' is deleted", server.vhost_name)
+    } else {
+        "shutdown".to_string()
+    };
+    AmqpError::new(
+        code::CONNECTION_FORCED,
+        format!("broker forced connection closure with reason '{reason}'"),
+    )
+}
+
 /// Serves one connection until it closes or `shutdown` fires.
 pub async fn handle(
     server: Arc<Server>,
@@ -202,7 +215,7 @@ pub async fn handle(
         Ok(r) => r,
         Err(_) => Err(None),
     };
-    let (frame_max, channel_max, user) = match result {
+    let (frame_max, channel_max, user, server) = match result {
         Ok(v) => v,
         Err(e) => {
             if let Some(e) = e {
@@ -214,6 +227,25 @@ pub async fn handle(
             return;
         }
     };
+    // The connection's virtual host: deleting it closes the connection like a shutdown.
+    let node_shutdown = shutdown;
+    let shutdown = CancellationToken::new();
+    let _stop_watch = shutdown.clone().drop_guard();
+    tokio::spawn({
+        let (node, vhost, stop) = (
+            node_shutdown.clone(),
+            server.closed.clone(),
+            shutdown.clone(),
+        );
+        async move {
+            tokio::select! {
+                _ = node.cancelled() => {}
+                _ = vhost.cancelled() => {}
+                _ = stop.cancelled() => {}
+            }
+            stop.cancel();
+        }
+    });
     let _registration = server::ConnRegistration::new(
         &server,
         server::ConnInfo {
@@ -245,15 +277,7 @@ pub async fn handle(
     let mut alarms = server.broker.alarms.subscribe();
     loop {
         if !conn.flow_control(&mut alarms, &shutdown).await {
-            send_connection_close(
-                &shared,
-                &AmqpError::new(
-                    code::CONNECTION_FORCED,
-                    "broker forced connection closure with reason 'shutdown'",
-                ),
-                0,
-                0,
-            );
+            send_connection_close(&shared, &forced_close(&server), 0, 0);
             break;
         }
         let read = async {
@@ -272,7 +296,7 @@ pub async fn handle(
         };
         let f = tokio::select! {
             _ = shutdown.cancelled() => {
-                send_connection_close(&shared, &AmqpError::new(code::CONNECTION_FORCED, "broker forced connection closure with reason 'shutdown'"), 0, 0);
+                send_connection_close(&shared, &forced_close(&server), 0, 0);
                 break;
             }
             f = read => f,
@@ -405,12 +429,12 @@ async fn read_method<R: tokio::io::AsyncRead + Unpin>(
 }
 
 async fn handshake<R: tokio::io::AsyncRead + Unpin>(
-    server: &Server,
+    server: &Arc<Server>,
     shared: &ConnShared,
     rd: &mut R,
     peer: SocketAddr,
     heartbeat: &AtomicU32,
-) -> Result<(u32, u16, String), Option<AmqpError>> {
+) -> Result<(u32, u16, String, Arc<Server>), Option<AmqpError>> {
     shared.send(method(AMQPClass::Connection(
         connection::AMQPMethod::Start(connection::Start {
             version_major: 0,
@@ -500,16 +524,16 @@ async fn handshake<R: tokio::io::AsyncRead + Unpin>(
             )))
         }
     };
-    if !matches!(open.virtual_host.as_str(), "/" | "") {
+    let Some(vhost) = server.vhost_server(open.virtual_host.as_str()) else {
         return Err(Some(AmqpError::new(
             code::NOT_ALLOWED,
             format!("vhost '{}' not found", open.virtual_host.as_str()),
         )));
-    }
+    };
     shared.send(method(AMQPClass::Connection(
         connection::AMQPMethod::OpenOk(connection::OpenOk {}),
     )));
-    Ok((frame_max, channel_max, user))
+    Ok((frame_max, channel_max, user, vhost))
 }
 
 /// Writes everything queued for the connection, many queued frames per `writev` (no copy
@@ -897,7 +921,10 @@ impl Conn {
         if !exchange.is_empty() && server.exchange_is_internal(&exchange) {
             return Err(AmqpError::new(
                 code::ACCESS_REFUSED,
-                format!("cannot publish to internal exchange '{exchange}' in vhost '/'"),
+                format!(
+                    "cannot publish to internal exchange '{exchange}' in vhost '{}'",
+                    server.vhost_name
+                ),
             ));
         }
         let targets = server.route(&exchange, &rk, props.headers().as_ref())?;
@@ -1186,7 +1213,11 @@ impl Conn {
                         // RabbitMQ reports at once too.
                         return Err(AmqpError::new(
                             code::NOT_FOUND,
-                            format!("no exchange '{}' in vhost '/'", p.exchange.as_str()),
+                            format!(
+                                "no exchange '{}' in vhost '{}'",
+                                p.exchange.as_str(),
+                                server.vhost_name
+                            ),
                         ));
                     }
                     ch.pending = Some(PendingPublish {

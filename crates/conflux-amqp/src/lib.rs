@@ -46,6 +46,8 @@ pub struct AmqpConfig {
     /// Bytes of publishes one connection may have read but not yet stored; the connection
     /// stops reading until its pipeline drains below it (backpressure, not buffering).
     pub publish_in_flight_bytes_max: u64,
+    /// Virtual hosts besides `/` opened at start (more come from the management API).
+    pub vhosts: Vec<String>,
 }
 
 impl Default for AmqpConfig {
@@ -63,6 +65,7 @@ impl Default for AmqpConfig {
             redelivery_backoff_max_ms: 60_000,
             queue_limits: Default::default(),
             publish_in_flight_bytes_max: 16 * 1024 * 1024,
+            vhosts: Vec::new(),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! JSON declaration arguments to AMQP tables; the `conflux` binary serves them over HTTP.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
 use conflux_broker::subscription::Overflow;
@@ -11,8 +12,8 @@ use serde_json::{json, Value};
 
 use crate::server::{Destination, QueueArgs, QueueDef, QueueStats, QueueType, Server};
 
-/// The only virtual host.
-pub const VHOST: &str = "/";
+/// The default virtual host.
+pub const VHOST: &str = crate::server::DEFAULT_VHOST;
 const NODE: &str = "conflux@localhost";
 
 /// `GET /api/overview`: versions and object / message totals.
@@ -46,7 +47,7 @@ pub fn queues(server: &Server) -> Value {
     let rows: Vec<Value> = server
         .snapshot()
         .iter()
-        .map(|q| queue_row(q, defs.get(&q.name)))
+        .map(|q| queue_row(&server.vhost_name, q, defs.get(&q.name)))
         .collect();
     Value::Array(rows)
 }
@@ -60,7 +61,7 @@ pub fn queue(server: &Server, name: &str) -> Option<Value> {
         .get(name)
         .map(|q| q.def.clone())?;
     let stats = server.snapshot().into_iter().find(|q| q.name == name)?;
-    Some(queue_row(&stats, Some(&def)))
+    Some(queue_row(&server.vhost_name, &stats, Some(&def)))
 }
 
 fn queue_defs(server: &Server) -> HashMap<String, QueueDef> {
@@ -73,10 +74,10 @@ fn queue_defs(server: &Server) -> HashMap<String, QueueDef> {
         .collect()
 }
 
-fn queue_row(q: &QueueStats, def: Option<&QueueDef>) -> Value {
+fn queue_row(vhost: &str, q: &QueueStats, def: Option<&QueueDef>) -> Value {
     let (exclusive, auto_delete) = def.map_or((false, false), |d| (d.exclusive, d.auto_delete));
     json!({
-        "name": q.name, "vhost": VHOST, "durable": q.durable, "exclusive": exclusive,
+        "name": q.name, "vhost": vhost, "durable": q.durable, "exclusive": exclusive,
         "auto_delete": auto_delete, "type": q.queue_type, "state": "running", "node": NODE,
         "messages": q.ready + q.unacked, "messages_ready": q.ready,
         "messages_unacknowledged": q.unacked, "message_bytes": q.bytes,
@@ -179,22 +180,38 @@ pub fn field_table(arguments: &Value) -> Result<FieldTable, String> {
 /// Most arguments accepted in one declaration.
 const ARGUMENTS_MAX: usize = 64;
 
-/// `GET /api/vhosts`: the one virtual host, with its message totals.
-pub fn vhosts(server: &Server) -> Value {
-    Value::Array(vec![vhost(server)])
+/// `GET /api/vhosts`: every virtual host, with its message totals.
+pub fn vhosts(root: &Arc<Server>) -> Value {
+    Value::Array(root.all_vhosts().iter().map(|v| vhost(v)).collect())
 }
 
-/// `GET /api/vhosts/%2F`.
+/// `GET /api/vhosts/{name}`.
 pub fn vhost(server: &Server) -> Value {
     let qs = server.snapshot();
     let ready: u64 = qs.iter().map(|q| q.ready).sum();
     let unacked: u64 = qs.iter().map(|q| q.unacked).sum();
+    let description = if server.vhost_name == VHOST {
+        "Default virtual host"
+    } else {
+        ""
+    };
     json!({
-        "name": VHOST, "description": "Default virtual host", "tags": [],
+        "name": server.vhost_name, "description": description, "tags": [],
         "default_queue_type": "classic", "tracing": false, "cluster_state": {NODE: "running"},
         "messages": ready + unacked, "messages_ready": ready,
         "messages_unacknowledged": unacked,
     })
+}
+
+/// The rows of `list` for every virtual host, concatenated (the default vhost first).
+pub fn across(root: &Arc<Server>, list: fn(&Server) -> Value) -> Value {
+    let mut rows = Vec::new();
+    for v in root.all_vhosts() {
+        if let Value::Array(more) = list(&v) {
+            rows.extend(more);
+        }
+    }
+    Value::Array(rows)
 }
 
 /// `GET /api/whoami`: every user that may log in is an administrator.
@@ -218,7 +235,7 @@ pub fn exchanges(server: &Server) -> Value {
         .values()
         .map(|e| {
             json!({
-                "name": e.name, "vhost": VHOST, "type": e.kind.as_str(), "durable": e.durable,
+                "name": e.name, "vhost": server.vhost_name, "type": e.kind.as_str(), "durable": e.durable,
                 "auto_delete": e.auto_delete, "internal": e.internal,
                 "arguments": match &e.alternate_exchange {
                     Some(ae) => json!({"alternate-exchange": ae}),
@@ -239,7 +256,7 @@ pub fn bindings(server: &Server) -> Value {
     queues.sort();
     let mut rows: Vec<Value> = queues
         .into_iter()
-        .map(|q| binding("", q, "queue", q, &Default::default()))
+        .map(|q| binding(&server.vhost_name, "", q, "queue", q, &Default::default()))
         .collect();
     let mut exchanges: Vec<_> = v.exchanges.values().collect();
     exchanges.sort_by(|a, b| a.name.cmp(&b.name));
@@ -249,13 +266,21 @@ pub fn bindings(server: &Server) -> Value {
                 Destination::Queue(q) => (q, "queue"),
                 Destination::Exchange(x) => (x, "exchange"),
             };
-            rows.push(binding(&e.name, dest, kind, &b.routing_key, &b.arguments));
+            rows.push(binding(
+                &server.vhost_name,
+                &e.name,
+                dest,
+                kind,
+                &b.routing_key,
+                &b.arguments,
+            ));
         }
     }
     Value::Array(rows)
 }
 
 fn binding(
+    vhost: &str,
     source: &str,
     destination: &str,
     kind: &str,
@@ -263,7 +288,7 @@ fn binding(
     args: &std::collections::BTreeMap<String, String>,
 ) -> Value {
     json!({
-        "source": source, "vhost": VHOST, "destination": destination,
+        "source": source, "vhost": vhost, "destination": destination,
         "destination_type": kind, "routing_key": key, "arguments": args,
         "properties_key": if key.is_empty() { "~".to_string() } else { key.to_string() },
     })
@@ -278,7 +303,7 @@ pub fn connections(server: &Server) -> Value {
         .map(|c| {
             json!({
                 "name": format!("{} (conn {})", c.peer, c.id),
-                "vhost": VHOST, "peer_host": c.peer.ip().to_string(), "peer_port": c.peer.port(),
+                "vhost": server.vhost_name, "peer_host": c.peer.ip().to_string(), "peer_port": c.peer.port(),
                 "protocol": "AMQP 0-9-1", "state": "running", "connected_at": c.connected_at_ms,
                 "frame_max": c.frame_max, "channel_max": c.channel_max, "timeout": c.heartbeat_s,
                 "user": c.user, "auth_mechanism": "PLAIN", "node": NODE,
@@ -296,7 +321,7 @@ pub fn consumers(server: &Server) -> Value {
         let single = q.def.args.single_active_consumer;
         for (i, c) in q.inner.lock().consumers.iter().enumerate() {
             rows.push(json!({
-                "queue": {"name": q.def.name, "vhost": VHOST},
+                "queue": {"name": q.def.name, "vhost": server.vhost_name},
                 "consumer_tag": c.tag,
                 "channel_details": {"number": c.channel.id, "connection_id": c.channel.conn.id},
                 "ack_required": !c.no_ack,

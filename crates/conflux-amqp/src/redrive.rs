@@ -94,7 +94,10 @@ impl Server {
         request: RedriveRequest,
     ) -> AResult<RedriveStatus> {
         let source = self.vhost.lock().queues.get(dlq).cloned().ok_or_else(|| {
-            AmqpError::new(code::NOT_FOUND, format!("no queue '{dlq}' in vhost '/'"))
+            AmqpError::new(
+                code::NOT_FOUND,
+                format!("no queue '{dlq}' in vhost '{}'", self.vhost_name),
+            )
         })?;
         if source.def.args.queue_type == QueueType::Stream {
             return Err(AmqpError::new(
@@ -112,7 +115,7 @@ impl Server {
             if !self.vhost.lock().queues.contains_key(d) {
                 return Err(AmqpError::new(
                     code::NOT_FOUND,
-                    format!("no queue '{d}' in vhost '/'"),
+                    format!("no queue '{d}' in vhost '{}'", self.vhost_name),
                 ));
             }
         }

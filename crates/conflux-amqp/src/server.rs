@@ -547,6 +547,8 @@ pub struct VHost {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct QueueStats {
     pub name: String,
+    /// The queue's virtual host.
+    pub vhost: String,
     pub topic: String,
     pub durable: bool,
     pub queue_type: String,
@@ -566,8 +568,17 @@ pub struct QueueStats {
 pub struct Server {
     pub broker: Arc<Broker>,
     pub config: AmqpConfig,
+    /// This virtual host's name (`/` for the default one).
+    pub vhost_name: String,
+    /// Prefix of this vhost's metadata keys: `amqp/` for the default vhost,
+    /// `amqp/v/<escaped vhost>/` for the others.
+    meta_prefix: String,
     pub vhost: Mutex<VHost>,
-    next_id: AtomicU64,
+    /// The other virtual hosts, by name; only the default vhost's `Server` holds them.
+    vhosts: Mutex<BTreeMap<String, Arc<Server>>>,
+    /// Cancelled when this vhost is deleted: its connections close with 320.
+    pub closed: tokio_util::sync::CancellationToken,
+    next_id: Arc<AtomicU64>,
     /// Dead letters and other server-originated stores.
     dead_tx: mpsc::UnboundedSender<PipelineItem>,
     /// Direct reply-to consumers by their reply token.
@@ -686,6 +697,64 @@ const PREDECLARED: [(&str, ExchangeKind); 6] = [
     ("amq.match", ExchangeKind::Headers),
 ];
 
+/// The default virtual host.
+pub const DEFAULT_VHOST: &str = "/";
+/// Metadata keys of the virtual hosts created through the management API.
+const VHOST_KEYS: &str = "amqp/vhosts/";
+/// Prefix of the topics of queues in vhosts other than `/` (reserved there).
+pub const VHOST_TOPIC_PREFIX: &str = "amqp.vh.";
+/// Longest escaped vhost name, so that a queue name of at least 140 escaped bytes fits in a
+/// topic name.
+const VHOST_ESCAPED_MAX: usize = 100;
+/// Most virtual hosts besides `/` (created through the management API or config).
+pub const VHOSTS_MAX: usize = 1024;
+/// Kafka's longest topic name.
+const TOPIC_NAME_MAX: usize = 249;
+
+/// Escapes `name` for a topic name or metadata key: ASCII letters, digits, `-` (and `.` when
+/// `keep_dot`) stay; every other byte becomes `_XX` (upper-case hex), `_` itself included, so
+/// the escaping is one-to-one.
+pub fn escape_name(name: &str, keep_dot: bool) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' || (keep_dot && b == b'.') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("_{b:02X}"));
+        }
+    }
+    out
+}
+
+fn escape_vhost(name: &str) -> String {
+    escape_name(name, false)
+}
+
+fn vhost_key(name: &str) -> String {
+    format!("{VHOST_KEYS}{}", escape_vhost(name))
+}
+
+/// A vhost name that can be created: 1 to 255 bytes without control characters, whose
+/// escaped form is at most 100 bytes.
+pub fn validate_vhost_name(name: &str) -> AResult<()> {
+    if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
+        return Err(AmqpError::new(
+            code::PRECONDITION_FAILED,
+            "vhost names are 1 to 255 bytes without control characters",
+        ));
+    }
+    if escape_vhost(name).len() > VHOST_ESCAPED_MAX {
+        return Err(AmqpError::new(
+            code::PRECONDITION_FAILED,
+            format!(
+                "vhost name '{name}' is too long: escaped for topic names it exceeds \
+                 {VHOST_ESCAPED_MAX} bytes"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 pub const REPLY_TO: &str = "amq.rabbitmq.reply-to";
 
 /// The topic a queue is stored in: the queue's own name when it is a valid topic name (one
@@ -717,20 +786,77 @@ impl Server {
     /// bindings and durable queues come back; non-durable queues left by a previous run are
     /// deleted with their topics.
     pub fn open(broker: Arc<Broker>, config: AmqpConfig) -> Arc<Server> {
+        let root = Server::open_vhost(
+            broker.clone(),
+            config.clone(),
+            DEFAULT_VHOST,
+            Arc::new(LiveCounts::default()),
+            Arc::new(AtomicU64::new(1)),
+        );
+        let mut names: Vec<String> = config.vhosts.clone();
+        for (_, v) in broker.routing_entries(VHOST_KEYS) {
+            if let Some(name) = v.get("name").and_then(|n| n.as_str()) {
+                names.push(name.to_string());
+            }
+        }
+        for name in names {
+            if name == DEFAULT_VHOST || root.vhosts.lock().contains_key(&name) {
+                continue;
+            }
+            if let Err(e) = validate_vhost_name(&name) {
+                tracing::warn!(vhost = %name, error = %e.text, "skipping a virtual host");
+                continue;
+            }
+            let vh = Server::open_vhost(
+                broker.clone(),
+                config.clone(),
+                &name,
+                root.live.clone(),
+                root.next_id.clone(),
+            );
+            root.vhosts.lock().insert(name, vh);
+        }
+        root
+    }
+
+    /// Opens one virtual host from its routing metadata.
+    fn open_vhost(
+        broker: Arc<Broker>,
+        config: AmqpConfig,
+        name: &str,
+        live: Arc<LiveCounts>,
+        next_id: Arc<AtomicU64>,
+    ) -> Arc<Server> {
         let (dead_tx, dead_rx) = mpsc::unbounded_channel();
+        let meta_prefix = if name == DEFAULT_VHOST {
+            "amqp/".to_string()
+        } else {
+            format!("amqp/v/{}/", escape_vhost(name))
+        };
         let server = Arc::new(Server {
             broker: broker.clone(),
             config,
+            vhost_name: name.to_string(),
+            meta_prefix,
             vhost: Mutex::new(VHost::default()),
-            next_id: AtomicU64::new(1),
+            vhosts: Mutex::new(BTreeMap::new()),
+            closed: Default::default(),
+            next_id,
             dead_tx,
             reply_to: Mutex::new(HashMap::new()),
-            live: Arc::new(LiveCounts::default()),
+            live,
             connections: Mutex::new(BTreeMap::new()),
             meta_writes: Mutex::new(()),
             redrives: Default::default(),
         });
-        tokio::spawn(run_pipeline(server.clone(), dead_rx));
+        // Ends when the vhost is deleted (the task holds the `Server`, which holds `dead_tx`).
+        let (pipeline, closed) = (run_pipeline(server.clone(), dead_rx), server.closed.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = pipeline => {}
+                _ = closed.cancelled() => {}
+            }
+        });
         let mut vhost = VHost::default();
         for (name, kind) in PREDECLARED {
             vhost.exchanges.insert(
@@ -746,7 +872,7 @@ impl Server {
                 },
             );
         }
-        for (_, v) in broker.routing_entries("amqp/exchange/") {
+        for (_, v) in broker.routing_entries(&server.key("exchange/")) {
             match serde_json::from_value::<Exchange>(v) {
                 Ok(x) => {
                     vhost.exchanges.insert(x.name.clone(), x);
@@ -754,7 +880,7 @@ impl Server {
                 Err(e) => tracing::warn!(error = %e, "skipping an unreadable exchange definition"),
             }
         }
-        for (key, v) in broker.routing_entries("amqp/queue/") {
+        for (key, v) in broker.routing_entries(&server.key("queue/")) {
             let Ok(def) = serde_json::from_value::<QueueDef>(v) else {
                 continue;
             };
@@ -783,6 +909,139 @@ impl Server {
         }
         *server.vhost.lock() = vhost;
         server
+    }
+
+    /// The metadata key of `rest` (`exchange/<name>`, `queue/<name>`) in this vhost.
+    fn key(&self, rest: &str) -> String {
+        format!("{}{rest}", self.meta_prefix)
+    }
+
+    /// Refuses changes to a deleted vhost.
+    fn check_open(&self) -> AResult<()> {
+        if self.closed.is_cancelled() {
+            return Err(AmqpError::new(
+                code::CONNECTION_FORCED,
+                format!("vhost '{}' is deleted", self.vhost_name),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The topic queue `name` of this vhost is stored in: in the default vhost the queue's
+    /// own name (one namespace with Kafka; names under the reserved `amqp.vh.` prefix are
+    /// refused); in another vhost `amqp.vh.<escaped vhost>.<escaped queue>` (see
+    /// [`escape_name`]), refused with 406 when longer than Kafka's 249 bytes.
+    pub fn topic_for(&self, name: &str) -> AResult<String> {
+        if self.vhost_name == DEFAULT_VHOST {
+            if name.starts_with(VHOST_TOPIC_PREFIX) {
+                return Err(AmqpError::new(
+                    code::PRECONDITION_FAILED,
+                    format!(
+                        "queue name '{name}' in vhost '/' uses the prefix '{VHOST_TOPIC_PREFIX}' \
+                         reserved for the queues of other vhosts"
+                    ),
+                ));
+            }
+            return Ok(topic_for_queue(name));
+        }
+        let topic = format!(
+            "{VHOST_TOPIC_PREFIX}{}.{}",
+            escape_vhost(&self.vhost_name),
+            escape_name(name, true)
+        );
+        if topic.len() > TOPIC_NAME_MAX {
+            return Err(AmqpError::new(
+                code::PRECONDITION_FAILED,
+                format!(
+                    "queue name too long: the topic of queue '{name}' in vhost '{}' would \
+                     exceed {TOPIC_NAME_MAX} bytes",
+                    self.vhost_name
+                ),
+            ));
+        }
+        Ok(topic)
+    }
+
+    /// The virtual host `name` (`/` or empty: the default one), from the default vhost's
+    /// `Server`.
+    pub fn vhost_server(self: &Arc<Self>, name: &str) -> Option<Arc<Server>> {
+        if name == DEFAULT_VHOST || name.is_empty() {
+            return Some(self.clone());
+        }
+        self.vhosts.lock().get(name).cloned()
+    }
+
+    /// Every virtual host, the default one first.
+    pub fn all_vhosts(self: &Arc<Self>) -> Vec<Arc<Server>> {
+        let mut all = vec![self.clone()];
+        all.extend(self.vhosts.lock().values().cloned());
+        all
+    }
+
+    /// Creates virtual host `name` and records it in the metadata log; false when it exists.
+    /// Blocking (metadata log): call on a blocking thread.
+    pub fn create_vhost(&self, name: &str) -> AResult<bool> {
+        let _writes = self.meta_writes.lock();
+        if name == DEFAULT_VHOST || self.vhosts.lock().contains_key(name) {
+            return Ok(false);
+        }
+        validate_vhost_name(name)?;
+        if self.vhosts.lock().len() >= VHOSTS_MAX {
+            return Err(AmqpError::new(
+                code::RESOURCE_ERROR,
+                format!("at most {VHOSTS_MAX} virtual hosts besides '/'"),
+            ));
+        }
+        self.broker
+            .set_routing(&vhost_key(name), serde_json::json!({ "name": name }))
+            .map_err(storage_err)?;
+        let vh = Server::open_vhost(
+            self.broker.clone(),
+            self.config.clone(),
+            name,
+            self.live.clone(),
+            self.next_id.clone(),
+        );
+        self.vhosts.lock().insert(name.to_string(), vh);
+        Ok(true)
+    }
+
+    /// Deletes virtual host `name`: closes its connections (320 CONNECTION_FORCED), deletes
+    /// its queues (with their topics) and exchanges. False when there is none. Blocking.
+    pub fn delete_vhost(&self, name: &str) -> AResult<bool> {
+        if name == DEFAULT_VHOST {
+            return Err(AmqpError::new(
+                code::PRECONDITION_FAILED,
+                "the default vhost '/' cannot be deleted",
+            ));
+        }
+        let vh = {
+            let _writes = self.meta_writes.lock();
+            let Some(vh) = self.vhosts.lock().remove(name) else {
+                return Ok(false);
+            };
+            self.broker
+                .remove_routing(&vhost_key(name))
+                .map_err(storage_err)?;
+            vh
+        };
+        {
+            // Declarations in progress finish first; later ones are refused.
+            let _writes = vh.meta_writes.lock();
+            vh.closed.cancel();
+        }
+        let queues: Vec<String> = vh.vhost.lock().queues.keys().cloned().collect();
+        for q in queues {
+            vh.delete_queue(&q, false, false)?;
+        }
+        let exchanges: Vec<String> = vh.vhost.lock().exchanges.keys().cloned().collect();
+        for x in exchanges {
+            let _ = self
+                .broker
+                .remove_routing(&vh.key(&format!("exchange/{x}")));
+        }
+        vh.vhost.lock().exchanges.clear();
+        Ok(true)
     }
 
     pub fn next_id(&self) -> u64 {
@@ -905,7 +1164,7 @@ impl Server {
         }
         let v = serde_json::to_value(x).map_err(storage_err)?;
         self.broker
-            .set_routing(&format!("amqp/exchange/{}", x.name), v)
+            .set_routing(&self.key(&format!("exchange/{}", x.name)), v)
             .map_err(storage_err)
     }
 
@@ -924,6 +1183,7 @@ impl Server {
         arguments: &FieldTable,
     ) -> AResult<()> {
         let _writes = self.meta_writes.lock();
+        self.check_open()?;
         let vh = self.vhost.lock();
         if let Some(x) = vh.exchanges.get(name) {
             if passive {
@@ -936,14 +1196,18 @@ impl Server {
             {
                 return Err(AmqpError::new(
                     code::PRECONDITION_FAILED,
-                    format!("inequivalent arg for exchange '{name}' in vhost '/'"),
+                    format!(
+                        "inequivalent arg for exchange '{name}' in vhost '{}'",
+                        self.vhost_name
+                    ),
                 ));
             }
             if x.alternate_exchange != alternate_exchange_arg(arguments)? {
                 return Err(AmqpError::new(
                     code::PRECONDITION_FAILED,
                     format!(
-                        "inequivalent arg 'alternate-exchange' for exchange '{name}' in vhost '/'"
+                        "inequivalent arg 'alternate-exchange' for exchange '{name}' in vhost '{}'",
+                        self.vhost_name
                     ),
                 ));
             }
@@ -952,7 +1216,7 @@ impl Server {
         if passive {
             return Err(AmqpError::new(
                 code::NOT_FOUND,
-                format!("no exchange '{name}' in vhost '/'"),
+                format!("no exchange '{name}' in vhost '{}'", self.vhost_name),
             ));
         }
         if name.starts_with("amq.") {
@@ -997,7 +1261,7 @@ impl Server {
         let Some(x) = vh.exchanges.get(name) else {
             return Err(AmqpError::new(
                 code::NOT_FOUND,
-                format!("no exchange '{name}' in vhost '/'"),
+                format!("no exchange '{name}' in vhost '{}'", self.vhost_name),
             ));
         };
         let used_as_destination = vh.exchanges.values().any(|o| {
@@ -1008,7 +1272,7 @@ impl Server {
         if if_unused && (!x.bindings.is_empty() || used_as_destination) {
             return Err(AmqpError::new(
                 code::PRECONDITION_FAILED,
-                format!("exchange '{name}' in vhost '/' in use"),
+                format!("exchange '{name}' in vhost '{}' in use", self.vhost_name),
             ));
         }
         vh.exchanges.remove(name);
@@ -1026,7 +1290,7 @@ impl Server {
             self.persist_exchange(&o)?;
         }
         self.broker
-            .remove_routing(&format!("amqp/exchange/{name}"))
+            .remove_routing(&self.key(&format!("exchange/{name}")))
             .map_err(storage_err)
     }
 
@@ -1051,13 +1315,13 @@ impl Server {
             Destination::Queue(q) if !vh.queues.contains_key(q) => {
                 return Err(AmqpError::new(
                     code::NOT_FOUND,
-                    format!("no queue '{q}' in vhost '/'"),
+                    format!("no queue '{q}' in vhost '{}'", self.vhost_name),
                 ))
             }
             Destination::Exchange(x) if !vh.exchanges.contains_key(x) => {
                 return Err(AmqpError::new(
                     code::NOT_FOUND,
-                    format!("no exchange '{x}' in vhost '/'"),
+                    format!("no exchange '{x}' in vhost '{}'", self.vhost_name),
                 ))
             }
             _ => {}
@@ -1070,7 +1334,7 @@ impl Server {
         let Some(x) = vh.exchanges.get_mut(source) else {
             return Err(AmqpError::new(
                 code::NOT_FOUND,
-                format!("no exchange '{source}' in vhost '/'"),
+                format!("no exchange '{source}' in vhost '{}'", self.vhost_name),
             ));
         };
         let b = Binding {
@@ -1090,7 +1354,7 @@ impl Server {
             drop(vh);
             return self
                 .broker
-                .remove_routing(&format!("amqp/exchange/{}", x.name))
+                .remove_routing(&self.key(&format!("exchange/{}", x.name)))
                 .map_err(storage_err);
         }
         drop(vh);
@@ -1113,7 +1377,7 @@ impl Server {
         if !vh.exchanges.contains_key(exchange) {
             return Err(AmqpError::new(
                 code::NOT_FOUND,
-                format!("no exchange '{exchange}' in vhost '/'"),
+                format!("no exchange '{exchange}' in vhost '{}'", self.vhost_name),
             ));
         }
         let mut seen_x = HashSet::new();
@@ -1184,12 +1448,16 @@ impl Server {
         conn_id: u64,
     ) -> AResult<Arc<Queue>> {
         let _writes = self.meta_writes.lock();
+        self.check_open()?;
         let existing = self.vhost.lock().queues.get(name).cloned();
         if let Some(q) = existing {
             if q.owner.is_some_and(|o| o != conn_id) {
                 return Err(AmqpError::new(
                     code::RESOURCE_LOCKED,
-                    format!("cannot obtain exclusive access to locked queue '{name}' in vhost '/'"),
+                    format!(
+                        "cannot obtain exclusive access to locked queue '{name}' in vhost '{}'",
+                        self.vhost_name
+                    ),
                 ));
             }
             if passive {
@@ -1202,13 +1470,19 @@ impl Server {
             {
                 return Err(AmqpError::new(
                     code::PRECONDITION_FAILED,
-                    format!("inequivalent arg 'durable' for queue '{name}' in vhost '/'"),
+                    format!(
+                        "inequivalent arg 'durable' for queue '{name}' in vhost '{}'",
+                        self.vhost_name
+                    ),
                 ));
             }
             if parsed != q.def.args {
                 return Err(AmqpError::new(
                     code::PRECONDITION_FAILED,
-                    format!("inequivalent arg for queue '{name}' in vhost '/'"),
+                    format!(
+                        "inequivalent arg for queue '{name}' in vhost '{}'",
+                        self.vhost_name
+                    ),
                 ));
             }
             return Ok(q);
@@ -1216,7 +1490,7 @@ impl Server {
         if passive {
             return Err(AmqpError::new(
                 code::NOT_FOUND,
-                format!("no queue '{name}' in vhost '/'"),
+                format!("no queue '{name}' in vhost '{}'", self.vhost_name),
             ));
         }
         if name.starts_with("amq.") && !name.starts_with("amq.gen-") {
@@ -1234,7 +1508,7 @@ impl Server {
         }
         let def = QueueDef {
             name: name.to_string(),
-            topic: topic_for_queue(name),
+            topic: self.topic_for(name)?,
             durable,
             exclusive,
             auto_delete,
@@ -1242,7 +1516,7 @@ impl Server {
         };
         let v = serde_json::to_value(&def).map_err(storage_err)?;
         self.broker
-            .set_routing(&format!("amqp/queue/{name}"), v)
+            .set_routing(&self.key(&format!("queue/{name}")), v)
             .map_err(storage_err)?;
         let q = self.open_queue(def, exclusive.then_some(conn_id))?;
         let mut vh = self.vhost.lock();
@@ -1258,12 +1532,18 @@ impl Server {
 
     pub fn queue(&self, name: &str, conn_id: u64) -> AResult<Arc<Queue>> {
         let q = self.vhost.lock().queues.get(name).cloned().ok_or_else(|| {
-            AmqpError::new(code::NOT_FOUND, format!("no queue '{name}' in vhost '/'"))
+            AmqpError::new(
+                code::NOT_FOUND,
+                format!("no queue '{name}' in vhost '{}'", self.vhost_name),
+            )
         })?;
         if q.owner.is_some_and(|o| o != conn_id) {
             return Err(AmqpError::new(
                 code::RESOURCE_LOCKED,
-                format!("cannot obtain exclusive access to locked queue '{name}' in vhost '/'"),
+                format!(
+                    "cannot obtain exclusive access to locked queue '{name}' in vhost '{}'",
+                    self.vhost_name
+                ),
             ));
         }
         Ok(q)
@@ -1284,13 +1564,13 @@ impl Server {
         if if_unused && !consumers.is_empty() {
             return Err(AmqpError::new(
                 code::PRECONDITION_FAILED,
-                format!("queue '{name}' in vhost '/' in use"),
+                format!("queue '{name}' in vhost '{}' in use", self.vhost_name),
             ));
         }
         if if_empty && count > 0 {
             return Err(AmqpError::new(
                 code::PRECONDITION_FAILED,
-                format!("queue '{name}' in vhost '/' is not empty"),
+                format!("queue '{name}' in vhost '{}' is not empty", self.vhost_name),
             ));
         }
         vh.queues.remove(name);
@@ -1321,10 +1601,12 @@ impl Server {
             self.persist_exchange(&x)?;
         }
         for x in emptied {
-            let _ = self.broker.remove_routing(&format!("amqp/exchange/{x}"));
+            let _ = self
+                .broker
+                .remove_routing(&self.key(&format!("exchange/{x}")));
         }
         self.broker
-            .remove_routing(&format!("amqp/queue/{name}"))
+            .remove_routing(&self.key(&format!("queue/{name}")))
             .map_err(storage_err)?;
         self.broker
             .subscription_floors
@@ -1362,7 +1644,10 @@ impl Server {
         {
             return Err(AmqpError::new(
                 code::ACCESS_REFUSED,
-                format!("queue '{}' in vhost '/' in exclusive use", q.def.name),
+                format!(
+                    "queue '{}' in vhost '{}' in exclusive use",
+                    q.def.name, self.vhost_name
+                ),
             ));
         }
         inner.consumers.push(c);
@@ -1530,6 +1815,10 @@ impl Server {
 
     /// Writes every queue's pending subscription checkpoint now (at shutdown). Blocking.
     pub fn checkpoint_all(&self) {
+        let others: Vec<Arc<Server>> = self.vhosts.lock().values().cloned().collect();
+        for vh in others {
+            vh.checkpoint_all();
+        }
         let queues: Vec<Arc<Queue>> = self.vhost.lock().queues.values().cloned().collect();
         for q in queues {
             let cp = q.inner.lock().sub.checkpoint();
@@ -1576,6 +1865,7 @@ impl Server {
                 let s = inner.sub.stats();
                 QueueStats {
                     name: q.def.name.clone(),
+                    vhost: self.vhost_name.clone(),
                     topic: q.def.topic.clone(),
                     durable: q.def.durable,
                     queue_type: format!("{:?}", q.def.args.queue_type).to_lowercase(),
@@ -2291,5 +2581,26 @@ mod tests {
         let t = topic_for_queue("a/b c");
         assert!(t.starts_with("amqp.q.a_b_c."));
         assert!(conflux_broker::topics::validate_topic_name(&t).is_ok());
+    }
+
+    #[test]
+    fn vhost_names_escape_one_to_one() {
+        assert_eq!(escape_name("staging", false), "staging");
+        assert_eq!(escape_name("prod/eu", false), "prod_2Feu");
+        assert_eq!(escape_name("a.b", false), "a_2Eb");
+        assert_eq!(escape_name("a_2Eb", false), "a_5F2Eb");
+        assert_eq!(escape_name("amq.gen-x y", true), "amq.gen-x_20y");
+        assert_eq!(escape_name("é", true), "_C3_A9");
+        for name in ["staging", "prod/eu", "a b.c_d"] {
+            let t = format!("{VHOST_TOPIC_PREFIX}{}.{}", escape_name(name, false), "q");
+            assert!(
+                conflux_broker::topics::validate_topic_name(&t).is_ok(),
+                "{t}"
+            );
+        }
+        assert!(validate_vhost_name("").is_err());
+        assert!(validate_vhost_name("a\nb").is_err());
+        assert!(validate_vhost_name(&"v".repeat(100)).is_ok());
+        assert!(validate_vhost_name(&"/".repeat(34)).is_err());
     }
 }

@@ -260,6 +260,9 @@ pub struct AmqpConfig {
     pub management_enabled: bool,
     /// Where to serve it (RabbitMQ's port is 15672).
     pub management_listen: SocketAddr,
+    /// Virtual hosts besides `/` opened at start (more can be created through the
+    /// management API).
+    pub vhosts: Vec<String>,
 }
 
 impl Default for AmqpConfig {
@@ -282,6 +285,7 @@ impl Default for AmqpConfig {
             publish_in_flight_bytes_max: 16 * MIB,
             management_enabled: true,
             management_listen: addr("0.0.0.0:15672"),
+            vhosts: Vec::new(),
         }
     }
 }
@@ -403,6 +407,8 @@ enum Kind {
     Str,
     Bool,
     Int,
+    /// Comma-separated strings (empty items dropped).
+    List,
 }
 
 /// Every config key, as a dotted path, with its type. Environment variable names derive from
@@ -450,6 +456,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("amqp.publish_in_flight_bytes_max", Kind::Int),
     ("amqp.management_enabled", Kind::Bool),
     ("amqp.management_listen", Kind::Str),
+    ("amqp.vhosts", Kind::List),
     ("nats.enabled", Kind::Bool),
     ("nats.listen", Kind::Str),
     ("nats.max_payload_bytes", Kind::Int),
@@ -539,6 +546,13 @@ impl Config {
                 "false" | "0" | "no" | "off" => toml::Value::Boolean(false),
                 _ => return Err("expected true or false".to_owned()),
             },
+            Kind::List => toml::Value::Array(
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|item| !item.is_empty())
+                    .map(|item| toml::Value::String(item.to_owned()))
+                    .collect(),
+            ),
             Kind::Int => toml::Value::Integer(
                 raw.trim()
                     .replace('_', "")
@@ -723,6 +737,22 @@ impl Config {
                 self.amqp.frame_max_bytes,
                 "must be >= 4096 (AMQP's minimum frame size)",
             ));
+        }
+        if self.amqp.vhosts.len() > conflux_amqp::server::VHOSTS_MAX {
+            return Err(ConfigError::Invalid {
+                key: "amqp.vhosts",
+                value: format!("{} names", self.amqp.vhosts.len()),
+                message: format!("at most {}", conflux_amqp::server::VHOSTS_MAX),
+            });
+        }
+        for vhost in &self.amqp.vhosts {
+            if let Err(e) = conflux_amqp::server::validate_vhost_name(vhost) {
+                return Err(ConfigError::Invalid {
+                    key: "amqp.vhosts",
+                    value: format!("{vhost:?}"),
+                    message: e.text,
+                });
+            }
         }
         self.validate_distinct_listeners()
     }

@@ -211,6 +211,7 @@ fn amqp_listener_config(config: &Config) -> conflux_amqp::AmqpConfig {
             unacked_max: a.queue_unacked_max,
         },
         publish_in_flight_bytes_max: a.publish_in_flight_bytes_max,
+        vhosts: a.vhosts.clone(),
     }
 }
 

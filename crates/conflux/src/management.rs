@@ -214,13 +214,12 @@ fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// The vhost segment must name the default vhost.
-fn vhost(segment: &str) -> Result<(), MgmtError> {
-    if segment == m::VHOST {
-        Ok(())
-    } else {
-        Err(MgmtError::not_found())
-    }
+/// The virtual host a path segment names (`%2F` is the default one).
+fn vhost(server: &Arc<Server>, segment: &str) -> Result<Arc<Server>, MgmtError> {
+    server
+        .vhost_server(segment)
+        .filter(|_| !segment.is_empty())
+        .ok_or_else(MgmtError::not_found)
 }
 
 async fn route(server: &Arc<Server>, user: &str, request: Request<Incoming>) -> Answer {
@@ -242,45 +241,58 @@ async fn route(server: &Arc<Server>, user: &str, request: Request<Incoming>) -> 
         (&M::GET, ["overview"]) => ok(m::overview(server)),
         (&M::GET, ["whoami"]) => ok(m::whoami(user)),
         (&M::GET, ["nodes"]) => ok(m::nodes()),
-        (&M::GET, ["vhosts"]) => ok(m::vhosts(server)),
-        (&M::GET, ["vhosts", v]) => vhost(v).and_then(|()| ok(m::vhost(server))),
-        (&M::GET, ["aliveness-test", v]) => vhost(v).and_then(|()| ok(json!({"status": "ok"}))),
+        (&M::GET, ["vhosts"]) => list(m::vhosts(server), &query),
+        (&M::GET, ["vhosts", v]) => ok(m::vhost(&*vhost(server, v)?)),
+        (&M::PUT, ["vhosts", v]) => {
+            let (root, name) = (server.clone(), (*v).to_owned());
+            let created = blocking(move || root.create_vhost(&name)).await?;
+            Ok((
+                if created {
+                    StatusCode::CREATED
+                } else {
+                    StatusCode::NO_CONTENT
+                },
+                None,
+            ))
+        }
+        (&M::DELETE, ["vhosts", v]) => {
+            let (root, name) = (server.clone(), (*v).to_owned());
+            match blocking(move || root.delete_vhost(&name)).await? {
+                true => no_content(),
+                false => Err(MgmtError::not_found()),
+            }
+        }
+        (&M::GET, ["aliveness-test", v]) => {
+            vhost(server, v).and_then(|_| ok(json!({"status": "ok"})))
+        }
         (&M::GET, ["health", "checks", "alarms" | "local-alarms" | "virtual-hosts"]) => {
             ok(json!({"status": "ok"}))
         }
-        (&M::GET, ["queues"]) => list(m::queues(server), &query),
-        (&M::GET, ["queues", v]) => vhost(v).and_then(|()| list(m::queues(server), &query)),
+        (&M::GET, ["queues"]) => list(m::across(server, m::queues), &query),
+        (&M::GET, ["queues", v]) => list(m::queues(&*vhost(server, v)?), &query),
         (&M::GET, ["queues", v, name]) => {
-            vhost(v)?;
-            m::queue(server, name).map_or_else(|| Err(MgmtError::not_found()), ok)
+            m::queue(&*vhost(server, v)?, name).map_or_else(|| Err(MgmtError::not_found()), ok)
         }
         (&M::PUT, ["queues", v, name]) => {
-            vhost(v)?;
+            let vh = vhost(server, v)?;
             let body = read_json(request.into_body()).await?;
-            declare_queue(server, name, &body).await
+            declare_queue(&vh, name, &body).await
         }
-        (&M::DELETE, ["queues", v, name]) => {
-            vhost(v)?;
-            delete_queue(server, name, &query).await
-        }
-        (&M::DELETE, ["queues", v, name, "contents"]) => {
-            vhost(v)?;
-            server
-                .purge_queue(name)
-                .map_or_else(|| Err(MgmtError::not_found()), |_| no_content())
-        }
-        (&M::GET, ["exchanges"]) => list(m::exchanges(server), &query),
-        (&M::GET, ["exchanges", v]) => vhost(v).and_then(|()| list(m::exchanges(server), &query)),
+        (&M::DELETE, ["queues", v, name]) => delete_queue(&vhost(server, v)?, name, &query).await,
+        (&M::DELETE, ["queues", v, name, "contents"]) => vhost(server, v)?
+            .purge_queue(name)
+            .map_or_else(|| Err(MgmtError::not_found()), |_| no_content()),
+        (&M::GET, ["exchanges"]) => list(m::across(server, m::exchanges), &query),
+        (&M::GET, ["exchanges", v]) => list(m::exchanges(&*vhost(server, v)?), &query),
         (&M::GET, ["exchanges", v, name]) => {
-            vhost(v)?;
             let want = if *name == "amq.default" { "" } else { name };
-            find(m::exchanges(server), |x| x["name"] == want)
+            find(m::exchanges(&*vhost(server, v)?), |x| x["name"] == want)
         }
-        (&M::GET, ["bindings"]) => list(m::bindings(server), &query),
-        (&M::GET, ["bindings", v]) => vhost(v).and_then(|()| list(m::bindings(server), &query)),
-        (&M::GET, ["connections"]) => list(m::connections(server), &query),
-        (&M::GET, ["consumers"]) => list(m::consumers(server), &query),
-        (&M::GET, ["consumers", v]) => vhost(v).and_then(|()| list(m::consumers(server), &query)),
+        (&M::GET, ["bindings"]) => list(m::across(server, m::bindings), &query),
+        (&M::GET, ["bindings", v]) => list(m::bindings(&*vhost(server, v)?), &query),
+        (&M::GET, ["connections"]) => list(m::across(server, m::connections), &query),
+        (&M::GET, ["consumers"]) => list(m::across(server, m::consumers), &query),
+        (&M::GET, ["consumers", v]) => list(m::consumers(&*vhost(server, v)?), &query),
         (_, [first, ..])
             if [
                 "overview",
@@ -303,6 +315,22 @@ async fn route(server: &Arc<Server>, user: &str, request: Request<Incoming>) -> 
         }
         _ => Err(MgmtError::not_found()),
     }
+}
+
+/// Runs a metadata-writing change (fsync) off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, conflux_amqp::server::AmqpError> + Send + 'static,
+) -> Result<T, MgmtError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| {
+            MgmtError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                e.to_string(),
+            )
+        })?
+        .map_err(amqp_error)
 }
 
 fn find(rows: Value, pred: impl Fn(&Value) -> bool) -> Answer {
@@ -457,14 +485,14 @@ pub const READ_ONLY: [&str; 7] = [
 ];
 
 /// One of [`READ_ONLY`] as JSON; `None` for other names.
-pub fn read_only(server: &Server, what: &str) -> Option<Value> {
+pub fn read_only(server: &Arc<Server>, what: &str) -> Option<Value> {
     Some(match what {
         "overview" => m::overview(server),
-        "queues" => m::queues(server),
-        "exchanges" => m::exchanges(server),
-        "bindings" => m::bindings(server),
-        "connections" => m::connections(server),
-        "consumers" => m::consumers(server),
+        "queues" => m::across(server, m::queues),
+        "exchanges" => m::across(server, m::exchanges),
+        "bindings" => m::across(server, m::bindings),
+        "connections" => m::across(server, m::connections),
+        "consumers" => m::across(server, m::consumers),
         "vhosts" => m::vhosts(server),
         _ => return None,
     })

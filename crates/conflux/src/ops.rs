@@ -63,8 +63,15 @@ impl ProtocolHandles {
     }
 }
 
-fn render_amqp(server: &conflux_amqp::Server, out: &mut Exposition) {
-    let c = server.counts();
+fn render_amqp(server: &Arc<conflux_amqp::Server>, out: &mut Exposition) {
+    // Connection and channel counts are node-wide; objects are summed over the vhosts.
+    let mut c = server.counts();
+    for v in server.all_vhosts().iter().skip(1) {
+        let more = v.counts();
+        c.exchanges += more.exchanges;
+        c.bindings += more.bindings;
+        c.queues += more.queues;
+    }
     let g = Kind::Gauge;
     single(
         out,
@@ -108,8 +115,19 @@ fn render_amqp(server: &conflux_amqp::Server, out: &mut Exposition) {
         "Declared AMQP queues.",
         c.queues,
     );
-    let qs = server.snapshot();
-    let q = |s: &conflux_amqp::QueueStats| vec![("queue", s.name.clone())];
+    // Every vhost's queues; those of vhosts other than `/` also carry a `vhost` label.
+    let qs: Vec<conflux_amqp::QueueStats> = server
+        .all_vhosts()
+        .iter()
+        .flat_map(|v| v.snapshot())
+        .collect();
+    let q = |s: &conflux_amqp::QueueStats| {
+        let mut labels = vec![("queue", s.name.clone())];
+        if s.vhost != conflux_amqp::server::DEFAULT_VHOST {
+            labels.push(("vhost", s.vhost.clone()));
+        }
+        labels
+    };
     let rows: [Row<conflux_amqp::QueueStats>; 6] = [
         (
             "conflux_amqp_queue_messages_ready",

@@ -294,3 +294,22 @@ fn example_file_is_valid_and_matches_defaults() {
     config.validate().unwrap();
     assert_eq!(config, Config::default());
 }
+
+#[test]
+fn amqp_vhosts_come_from_a_comma_separated_env_list() {
+    let mut config = Config::default();
+    assert!(config.amqp.vhosts.is_empty());
+    config
+        .apply_env(env(&[("CONFLUX_AMQP_VHOSTS", "staging, dev,,prod/eu")]))
+        .unwrap();
+    assert_eq!(config.amqp.vhosts, ["staging", "dev", "prod/eu"]);
+    config.validate().unwrap();
+    let file = Config::from_toml("[amqp]\nvhosts = [\"a\", \"b\"]\n").unwrap();
+    assert_eq!(file.amqp.vhosts, ["a", "b"]);
+    config.amqp.vhosts.push("x".repeat(101));
+    let err = config.validate().unwrap_err().to_string();
+    assert!(
+        err.contains("amqp.vhosts") && err.contains("too long"),
+        "{err}"
+    );
+}
