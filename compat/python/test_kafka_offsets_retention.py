@@ -39,9 +39,13 @@ def retention_conflux(conflux_bin, tmp_path, request):
                 print(f"--- conflux log ---\n{server.log_tail(80)}")
 
 
-def listed(admin: AdminClient) -> dict[str, ConsumerGroupState]:
+def listings(admin: AdminClient) -> dict:
     result = admin.list_consumer_groups(request_timeout=OP_TIMEOUT_S).result(timeout=OP_TIMEOUT_S)
-    return {g.group_id: g.state for g in result.valid}
+    return {g.group_id: g for g in result.valid}
+
+
+def listed(admin: AdminClient) -> dict[str, ConsumerGroupState]:
+    return {group_id: g.state for group_id, g in listings(admin).items()}
 
 
 def state_of(admin: AdminClient, group: str) -> ConsumerGroupState:
@@ -148,7 +152,9 @@ def test_stable_group_keeps_offsets_of_subscribed_topics(retention_conflux):
         deadline = time.monotonic() + 3 * RETENTION_MS / 1000
         while time.monotonic() < deadline:
             consumer.poll(0.2)
-        assert listed(admin).get(group) == ConsumerGroupState.STABLE
+        listing = listings(admin)[group]
+        assert listing.state == ConsumerGroupState.STABLE
+        assert not listing.is_simple_consumer_group
         assert committed(admin, group, topic, 1) == [4]
     finally:
         consumer.close()
@@ -164,7 +170,10 @@ def test_offsets_committed_without_joining_expire_from_their_commit(retention_co
     finally:
         consumer.close()
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    assert listed(admin).get(group) == ConsumerGroupState.EMPTY
+    listing = listings(admin)[group]
+    assert listing.state == ConsumerGroupState.EMPTY
+    # As in Kafka, a group that only commits has no protocol type: a "simple" group.
+    assert listing.is_simple_consumer_group
     assert committed(admin, group, topic, 1) == [3]
     assert wait_for(lambda: group not in listed(admin)), "the offsets never expired"
     assert committed(admin, group, topic, 1) == [-1001]

@@ -311,10 +311,11 @@ pub fn list_groups(ctx: &KafkaContext, req: ListGroupsRequest) -> ListGroupsResp
         .into_iter()
         .map(|(id, ptype, state)| (id, ptype, state.name().to_string()))
         .collect();
-    // Groups known only by their committed offsets are Empty consumer groups.
+    // Groups known only by their committed offsets are Empty and, as in Kafka, have no
+    // protocol type (clients list them as "simple" consumer groups).
     for g in ctx.broker.offsets.groups() {
         if !all.iter().any(|(id, _, _)| *id == g) {
-            all.push((g, "consumer".to_string(), "Empty".to_string()));
+            all.push((g, String::new(), "Empty".to_string()));
         }
     }
     all.sort();
