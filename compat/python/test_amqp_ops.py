@@ -149,6 +149,88 @@ def test_management_api_vhosts_paging_and_errors(conflux):
         == {"error": "Object Not Found", "reason": "Not Found"}
 
 
+def test_management_api_declares_exchanges_and_bindings_that_pika_routes_through(conflux):
+    base = mgmt(conflux)
+    exchange, fan, queue = name("mgmt-x"), name("mgmt-fan"), name("mgmt-bq")
+    x_url = f"{base}/exchanges/%2F/{exchange}"
+    assert requests.put(x_url, auth=GUEST, timeout=10, json={}).json() \
+        == {"error": "bad_request", "reason": "key_missing: type"}
+    r = requests.put(x_url, auth=GUEST, timeout=10, json={"type": "direct", "durable": True})
+    assert r.status_code == 201, r.text
+    assert requests.put(x_url, auth=GUEST, timeout=10,
+                        json={"type": "direct", "durable": True}).status_code == 204
+    clash = requests.put(x_url, auth=GUEST, timeout=10, json={"type": "fanout"})
+    assert clash.status_code == 400 and clash.json()["error"] == "bad_request"
+    assert clash.json()["reason"] == (f"inequivalent arg 'type' for exchange '{exchange}' in "
+                                      "vhost '/': received 'fanout' but current is 'direct'")
+    bad_type = requests.put(x_url + "2", auth=GUEST, timeout=10, json={"type": "nonsense"})
+    assert bad_type.status_code == 400 and "nonsense" in bad_type.json()["reason"]
+    reserved = requests.put(f"{base}/exchanges/%2F/amq.mine", auth=GUEST, timeout=10,
+                            json={"type": "direct"})
+    assert reserved.status_code == 403
+    x = requests.get(x_url, auth=GUEST, timeout=10).json()
+    assert (x["name"], x["type"], x["durable"], x["internal"]) == (exchange, "direct", True, False)
+    assert requests.put(f"{base}/exchanges/%2F/{fan}", auth=GUEST, timeout=10,
+                        json={"type": "fanout", "durable": False}).status_code == 201
+    assert requests.put(f"{base}/queues/%2F/{queue}", auth=GUEST, timeout=10,
+                        json={"durable": True}).status_code == 201
+
+    # exchange -> queue, with a key that needs escaping, and exchange -> exchange.
+    eq = f"{base}/bindings/%2F/e/{exchange}/q/{queue}"
+    r = requests.post(eq, auth=GUEST, timeout=10, json={"routing_key": "a/b c", "arguments": {}})
+    assert r.status_code == 201 and r.text == "", r.text
+    location = r.headers["location"]
+    assert location == f"/api/bindings/%2F/e/{exchange}/q/{queue}/a%252Fb%2520c"
+    r = requests.post(f"{base}/bindings/%2F/e/{fan}/e/{exchange}", auth=GUEST, timeout=10,
+                      json={"routing_key": "", "arguments": {"k": "v"}})
+    assert r.status_code == 201
+    listed = requests.get(eq, auth=GUEST, timeout=10).json()
+    assert [(b["routing_key"], b["properties_key"]) for b in listed] == [("a/b c", "a%2Fb%20c")]
+    ee = requests.get(f"{base}/bindings/%2F/e/{fan}/e/{exchange}", auth=GUEST, timeout=10).json()
+    assert len(ee) == 1 and ee[0]["arguments"] == {"k": "v"}
+    assert ee[0]["properties_key"].startswith("~~")
+    source = requests.get(f"{x_url}/bindings/source", auth=GUEST, timeout=10).json()
+    assert [(b["destination"], b["destination_type"]) for b in source] == [(queue, "queue")]
+    dest = requests.get(f"{x_url}/bindings/destination", auth=GUEST, timeout=10).json()
+    assert [b["source"] for b in dest] == [fan]
+    missing = requests.post(f"{base}/bindings/%2F/e/{exchange}/q/no-such-queue", auth=GUEST,
+                            timeout=10, json={"routing_key": "k"})
+    assert missing.status_code == 404
+
+    with connect(conflux) as conn:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        ch.basic_publish(exchange, "a/b c", b"direct")
+        ch.basic_publish(fan, "a/b c", b"via-fanout")
+        ch.basic_publish(exchange, "other", b"unrouted")
+        got = sorted(get_one(ch, queue)[2] for _ in range(2))
+        assert got == [b"direct", b"via-fanout"]
+        assert ch.queue_declare(queue, passive=True).method.message_count == 0
+
+    in_use = requests.delete(f"{x_url}?if-unused=true", auth=GUEST, timeout=10)
+    assert in_use.status_code == 400 and "in use" in in_use.json()["reason"]
+    # Unbind by the properties key RabbitMQ tools read from the listing.
+    props = requests.utils.quote(ee[0]["properties_key"], safe="")
+    assert requests.delete(f"{base}/bindings/%2F/e/{fan}/e/{exchange}/{props}",
+                           auth=GUEST, timeout=10).status_code == 204
+    assert requests.delete(f"{base}/bindings/%2F/e/{fan}/e/{exchange}/{props}",
+                           auth=GUEST, timeout=10).status_code == 404
+    assert requests.delete(f"http://{conflux.management}{location}", auth=GUEST,
+                           timeout=10).status_code == 204
+    assert requests.get(eq, auth=GUEST, timeout=10).json() == []
+    with connect(conflux) as conn:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        ch.basic_publish(exchange, "a/b c", b"after-unbind")
+        assert ch.queue_declare(queue, passive=True).method.message_count == 0
+    assert requests.delete(f"{x_url}?if-unused=true", auth=GUEST, timeout=10).status_code == 204
+    assert requests.get(x_url, auth=GUEST, timeout=10).status_code == 404
+    assert requests.delete(x_url, auth=GUEST, timeout=10).status_code == 404
+    with connect(conflux) as conn, pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+        conn.channel().exchange_declare(exchange, passive=True)
+    assert e.value.reply_code == 404
+
+
 RABBITMQADMIN = shutil.which("rabbitmqadmin")
 
 

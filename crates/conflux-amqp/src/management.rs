@@ -290,8 +290,37 @@ fn binding(
     json!({
         "source": source, "vhost": vhost, "destination": destination,
         "destination_type": kind, "routing_key": key, "arguments": args,
-        "properties_key": if key.is_empty() { "~".to_string() } else { key.to_string() },
+        "properties_key": properties_key(key, args),
     })
+}
+
+/// A binding's name in `/api/bindings/{vhost}/e/{source}/q|e/{destination}/{props}`, formed
+/// as RabbitMQ's: `~` for an empty routing key, else the key percent-encoded (`~` too); with
+/// arguments, `~` and a hash of them follows.
+pub fn properties_key(key: &str, args: &std::collections::BTreeMap<String, String>) -> String {
+    let mut out = String::new();
+    if key.is_empty() {
+        out.push('~');
+    } else {
+        for b in key.bytes() {
+            if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
+                out.push(char::from(b));
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    if !args.is_empty() {
+        // FNV-1a over the sorted arguments: stable across restarts and builds.
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for (k, v) in args {
+            for b in k.bytes().chain([0]).chain(v.bytes()).chain([0]) {
+                hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        out.push_str(&format!("~{hash:016x}"));
+    }
+    out
 }
 
 /// `GET /api/connections`.

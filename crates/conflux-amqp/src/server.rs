@@ -1189,15 +1189,25 @@ impl Server {
             if passive {
                 return Ok(());
             }
-            if x.kind.as_str() != kind
-                || x.durable != durable
-                || x.auto_delete != auto_delete
-                || x.internal != internal
-            {
+            // The first property that differs, named as RabbitMQ does.
+            let differs = [
+                ("type", x.kind.as_str().to_string(), kind.to_string()),
+                ("durable", x.durable.to_string(), durable.to_string()),
+                (
+                    "auto_delete",
+                    x.auto_delete.to_string(),
+                    auto_delete.to_string(),
+                ),
+                ("internal", x.internal.to_string(), internal.to_string()),
+            ]
+            .into_iter()
+            .find(|(_, current, received)| current != received);
+            if let Some((arg, current, received)) = differs {
                 return Err(AmqpError::new(
                     code::PRECONDITION_FAILED,
                     format!(
-                        "inequivalent arg for exchange '{name}' in vhost '{}'",
+                        "inequivalent arg '{arg}' for exchange '{name}' in vhost '{}': \
+                         received '{received}' but current is '{current}'",
                         self.vhost_name
                     ),
                 ));
