@@ -231,6 +231,94 @@ def test_management_api_declares_exchanges_and_bindings_that_pika_routes_through
     assert e.value.reply_code == 404
 
 
+def test_management_api_publish_and_get_use_amqp_routing_and_acks(conflux):
+    base = mgmt(conflux)
+    exchange, queue, dead = name("pub-x"), name("pub-q"), name("pub-dlq")
+    with connect(conflux) as conn:
+        ch = conn.channel()
+        ch.exchange_declare(exchange, "topic")
+        ch.exchange_declare(exchange + "-dlx", "fanout")
+        ch.queue_declare(dead)
+        ch.queue_bind(dead, exchange + "-dlx")
+        ch.queue_declare(queue, arguments={"x-dead-letter-exchange": exchange + "-dlx"})
+        ch.queue_bind(queue, exchange, routing_key="orders.*")
+    pub = f"{base}/exchanges/%2F/{exchange}/publish"
+    props = {"content_type": "text/plain", "delivery_mode": 2, "headers": {"tenant": "acme"},
+             "message_id": "m-1", "priority": 3}
+    r = requests.post(pub, auth=GUEST, timeout=10, json={
+        "routing_key": "orders.new", "payload": "héllo", "payload_encoding": "string",
+        "properties": props})
+    assert r.status_code == 200 and r.json() == {"routed": True}, r.text
+    binary = bytes(range(256))
+    import base64
+    r = requests.post(pub, auth=GUEST, timeout=10, json={
+        "routing_key": "orders.bin", "payload": base64.b64encode(binary).decode(),
+        "payload_encoding": "base64", "properties": {}})
+    assert r.json() == {"routed": True}
+    assert requests.post(pub, auth=GUEST, timeout=10, json={
+        "routing_key": "other", "payload": "x", "properties": {}}).json() == {"routed": False}
+    # The default exchange, as rabbitmqadmin addresses it.
+    assert requests.post(f"{base}/exchanges/%2F/amq.default/publish", auth=GUEST, timeout=10,
+                         json={"routing_key": queue, "payload": "third",
+                               "properties": {}}).json() == {"routed": True}
+    for bad in ({"payload": "x"}, {"routing_key": "k"},
+                {"routing_key": "k", "payload": "%%", "payload_encoding": "base64"},
+                {"routing_key": "k", "payload": "x", "properties": {"priority": "high"}}):
+        r = requests.post(pub, auth=GUEST, timeout=10, json=bad)
+        assert r.status_code == 400 and r.json()["error"] == "bad_request", (bad, r.text)
+    assert requests.post(f"{base}/exchanges/%2F/nowhere/publish", auth=GUEST, timeout=10,
+                         json={"routing_key": "k", "payload": "x"}).status_code == 404
+    wait_ready(conflux, queue, 3)
+
+    get = f"{base}/queues/%2F/{queue}/get"
+    # ack_requeue_true: a peek; the messages stay, now redelivered.
+    r = requests.post(get, auth=GUEST, timeout=10,
+                      json={"count": 5, "ackmode": "ack_requeue_true", "encoding": "auto"})
+    assert r.status_code == 200, r.text
+    peek = r.json()
+    assert [m["payload"] for m in peek][:1] == ["héllo"] and len(peek) == 3
+    first = peek[0]
+    assert (first["exchange"], first["routing_key"], first["payload_encoding"]) \
+        == (exchange, "orders.new", "string")
+    assert first["payload_bytes"] == len("héllo".encode()) and first["redelivered"] is False
+    for k, v in props.items():
+        assert first["properties"][k] == v, k
+    assert peek[1]["payload_encoding"] == "base64"
+    assert base64.b64decode(peek[1]["payload"]) == binary
+    wait_ready(conflux, queue, 3)
+    r = requests.post(get, auth=GUEST, timeout=10, json={
+        "count": "1", "ackmode": "ack_requeue_true", "encoding": "base64", "truncate": 2})
+    again = r.json()[0]
+    assert again["redelivered"] is True and again["payload_bytes"] == len("héllo".encode())
+    assert base64.b64decode(again["payload"]) == "héllo".encode()[:2]
+    # reject_requeue_false dead-letters through the queue's dead-letter exchange.
+    r = requests.post(get, auth=GUEST, timeout=10,
+                      json={"count": 1, "ackmode": "reject_requeue_false", "encoding": "auto"})
+    assert r.json()[0]["payload"] == "héllo"
+    # ack_requeue_false consumes.
+    r = requests.post(get, auth=GUEST, timeout=10,
+                      json={"count": 1, "ackmode": "ack_requeue_false", "encoding": "auto"})
+    assert base64.b64decode(r.json()[0]["payload"]) == binary
+    wait_ready(conflux, queue, 1)
+    for bad in ({"ackmode": "ack_requeue_true", "encoding": "auto"},
+                {"count": 1, "ackmode": "peek", "encoding": "auto"},
+                {"count": 1, "ackmode": "ack_requeue_true", "encoding": "hex"}):
+        r = requests.post(get, auth=GUEST, timeout=10, json=bad)
+        assert r.status_code == 400 and r.json()["error"] == "bad_request", (bad, r.text)
+    assert requests.post(f"{base}/queues/%2F/nowhere/get", auth=GUEST, timeout=10, json={
+        "count": 1, "ackmode": "ack_requeue_true", "encoding": "auto"}).status_code == 404
+    with connect(conflux) as conn:
+        ch = conn.channel()
+        method, _props, body = get_one(ch, queue)
+        assert body == b"third" and method.exchange == ""
+        method, got_props, body = get_one(ch, dead)
+        assert body == "héllo".encode() and got_props.headers["x-death"][0]["reason"] \
+            == "rejected"
+        assert ch.queue_declare(queue, passive=True).method.message_count == 0
+    assert requests.post(get, auth=GUEST, timeout=10, json={
+        "count": 1, "ackmode": "ack_requeue_true", "encoding": "auto"}).json() == []
+
+
 RABBITMQADMIN = shutil.which("rabbitmqadmin")
 
 
@@ -262,6 +350,33 @@ def test_rabbitmqadmin_declares_lists_purges_and_deletes(conflux):
     assert "/" in admin("-f", "tsv", "-q", "list", "vhosts", "name").split()
     overview = json.loads(admin("-f", "raw_json", "show", "overview"))[0]
     assert overview["object_totals"]["queues"] >= 1
+    exchange = name("rmqadmin-x")
+    admin("declare", "exchange", f"name={exchange}", "type=topic", "durable=true")
+    admin("declare", "binding", f"source={exchange}", f"destination={queue}",
+          "destination_type=queue", "routing_key=jobs.#")
+    bound = json.loads(admin("-f", "raw_json", "list", "bindings"))
+    assert [b["routing_key"] for b in bound if b["source"] == exchange] == ["jobs.#"]
+    out = admin("publish", f"exchange={exchange}", "routing_key=jobs.a", "payload=from-admin",
+                'properties={"content_type": "text/plain"}')
+    assert "NOT routed" not in out
+    assert "NOT routed" in admin("publish", f"exchange={exchange}", "routing_key=x",
+                                 "payload=lost")
+    wait_ready(conflux, queue, 3)
+    got = admin("-f", "raw_json", "get", f"queue={queue}", "count=3",
+                "ackmode=ack_requeue_true")
+    assert [m["payload"] for m in json.loads(got)] == ["x", "x", "from-admin"]
+    with connect(conflux) as conn:
+        ch = conn.channel()
+        bodies = [get_one(ch, queue)[2] for _ in range(3)]
+        assert bodies == [b"x", b"x", b"from-admin"]
+        ch.basic_publish(exchange, "jobs.b", b"pika-through-admin-binding")
+        assert get_one(ch, queue)[2] == b"pika-through-admin-binding"
+    admin("delete", "binding", f"source={exchange}", f"destination={queue}",
+          "destination_type=queue", "properties_key=jobs.%23")
+    assert not [b for b in json.loads(admin("-f", "raw_json", "list", "bindings"))
+                if b["source"] == exchange]
+    admin("delete", "exchange", f"name={exchange}")
+    assert exchange not in admin("-f", "tsv", "-q", "list", "exchanges", "name").split()
     admin("purge", "queue", f"name={queue}")
     assert ready(conflux, queue) == 0
     admin("delete", "queue", f"name={queue}")

@@ -291,6 +291,11 @@ async fn route(server: &Arc<Server>, user: &str, request: Request<Incoming>) -> 
             declare_queue(&vh, name, &body).await
         }
         (&M::DELETE, ["queues", v, name]) => delete_queue(&vhost(server, v)?, name, &query).await,
+        (&M::POST, ["queues", v, name, "get"]) => {
+            let vh = vhost(server, v)?;
+            let body = read_json(request.into_body()).await?;
+            get_messages(&vh, name, &body).await
+        }
         (&M::DELETE, ["queues", v, name, "contents"]) => vhost(server, v)?
             .purge_queue(name)
             .map_or_else(|| Err(MgmtError::not_found()), |_| no_content()),
@@ -310,6 +315,12 @@ async fn route(server: &Arc<Server>, user: &str, request: Request<Incoming>) -> 
             let if_unused = query_param(&query, "if-unused") == Some("true");
             blocking(move || vh.delete_exchange(&name, if_unused)).await?;
             no_content()
+        }
+        (&M::POST, ["exchanges", v, name, "publish"]) => {
+            let vh = vhost(server, v)?;
+            let body = read_json(request.into_body()).await?;
+            let exchange = if *name == "amq.default" { "" } else { name };
+            publish(&vh, exchange, &body).await
         }
         (&M::GET, ["exchanges", v, name, "bindings", dir @ ("source" | "destination")]) => {
             let vh = vhost(server, v)?;
@@ -662,6 +673,88 @@ async fn declare_exchange(server: &Arc<Server>, name: &str, body: &Value) -> Ans
         },
         None,
     ))
+}
+
+/// A string field the request must carry (RabbitMQ's `key_missing`).
+fn text<'a>(body: &'a Value, key: &str) -> Result<&'a str, MgmtError> {
+    match body.get(key) {
+        None | Some(Value::Null) => Err(MgmtError::bad_request(format!("key_missing: {key}"))),
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(MgmtError::bad_request(format!("'{key}' must be a string"))),
+    }
+}
+
+/// A non-negative integer field, as JSON or as the string `rabbitmqadmin` sends.
+fn number(body: &Value, key: &str) -> Result<Option<u64>, MgmtError> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            .map(Some)
+            .ok_or_else(|| {
+                MgmtError::bad_request(format!("'{key}' must be a non-negative integer"))
+            }),
+    }
+}
+
+/// `POST /api/exchanges/{vhost}/NAME/publish` (`amq.default` is the default exchange):
+/// `{"routed": bool}` once the message is stored.
+async fn publish(server: &Arc<Server>, exchange: &str, body: &Value) -> Answer {
+    let routing_key = text(body, "routing_key")?;
+    if routing_key.len() > 255 {
+        return Err(MgmtError::bad_request("routing keys are at most 255 bytes"));
+    }
+    let payload = text(body, "payload")?;
+    let bytes = match body.get("payload_encoding").and_then(Value::as_str) {
+        None | Some("string") => payload.as_bytes().to_vec(),
+        Some("base64") => m::base64_payload(payload)
+            .ok_or_else(|| MgmtError::bad_request("payload is not valid base64"))?,
+        Some(other) => {
+            return Err(MgmtError::bad_request(format!(
+                "payload_encoding must be string or base64, not '{other}'"
+            )))
+        }
+    };
+    let props = m::properties_from_json(body.get("properties").unwrap_or(&Value::Null))
+        .map_err(MgmtError::bad_request)?;
+    if !exchange.is_empty() && !server.vhost.lock().exchanges.contains_key(exchange) {
+        return Err(MgmtError::not_found());
+    }
+    let routed = m::publish(server, exchange, routing_key, props, Bytes::from(bytes))
+        .await
+        .map_err(amqp_error)?;
+    ok(json!({ "routed": routed }))
+}
+
+/// `POST /api/queues/{vhost}/NAME/get`: `count`, `ackmode`, `encoding` (`auto`|`base64`),
+/// `truncate`, as RabbitMQ.
+async fn get_messages(server: &Arc<Server>, queue: &str, body: &Value) -> Answer {
+    let count =
+        number(body, "count")?.ok_or_else(|| MgmtError::bad_request("key_missing: count"))?;
+    let mode = text(body, "ackmode")?;
+    let mode = m::AckMode::parse(mode).ok_or_else(|| {
+        MgmtError::bad_request(format!(
+            "ackmode must be ack_requeue_true, ack_requeue_false, reject_requeue_true or \
+             reject_requeue_false, not '{mode}'"
+        ))
+    })?;
+    let base64 = match text(body, "encoding")? {
+        "auto" => false,
+        "base64" => true,
+        other => {
+            return Err(MgmtError::bad_request(format!(
+                "encoding must be auto or base64, not '{other}'"
+            )))
+        }
+    };
+    let truncate = number(body, "truncate")?.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+    if !server.vhost.lock().queues.contains_key(queue) {
+        return Err(MgmtError::not_found());
+    }
+    m::get(server, queue, count, mode, base64, truncate)
+        .await
+        .map_or_else(|e| Err(amqp_error(e)), ok)
 }
 
 /// `DELETE /api/queues/%2F/NAME` (`if-unused`, `if-empty` as query parameters): 204.
