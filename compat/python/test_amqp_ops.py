@@ -193,6 +193,12 @@ def test_management_api_declares_exchanges_and_bindings_that_pika_routes_through
     assert [(b["destination"], b["destination_type"]) for b in source] == [(queue, "queue")]
     dest = requests.get(f"{x_url}/bindings/destination", auth=GUEST, timeout=10).json()
     assert [b["source"] for b in dest] == [fan]
+    implicit = requests.get(f"{base}/bindings/%2F/e/amq.default/q/{queue}", auth=GUEST,
+                            timeout=10).json()
+    assert [(b["source"], b["routing_key"]) for b in implicit] == [("", queue)]
+    default = requests.post(f"{base}/bindings/%2F/e/amq.default/q/{queue}", auth=GUEST,
+                            timeout=10, json={"routing_key": "k"})
+    assert default.status_code == 403 and "default exchange" in default.json()["reason"]
     missing = requests.post(f"{base}/bindings/%2F/e/{exchange}/q/no-such-queue", auth=GUEST,
                             timeout=10, json={"routing_key": "k"})
     assert missing.status_code == 404

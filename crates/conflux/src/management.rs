@@ -359,7 +359,7 @@ async fn route(server: &Arc<Server>, user: &str, request: Request<Incoming>) -> 
             };
             let arguments = m::field_table(body.get("arguments").unwrap_or(&Value::Null))
                 .map_err(MgmtError::bad_request)?;
-            let (source, destination) = ((*source).to_owned(), pair.destination.clone());
+            let (source, destination) = (pair.source.clone(), pair.destination.clone());
             let bound = arguments.clone();
             let rk = key.clone();
             blocking(move || vh.bind(&source, destination, &rk, &bound, false)).await?;
@@ -396,7 +396,7 @@ async fn route(server: &Arc<Server>, user: &str, request: Request<Incoming>) -> 
             }
             let key = row["routing_key"].as_str().unwrap_or_default().to_owned();
             let arguments = m::field_table(&row["arguments"]).map_err(MgmtError::bad_request)?;
-            let (source, destination) = ((*source).to_owned(), pair.destination.clone());
+            let (source, destination) = (pair.source.clone(), pair.destination.clone());
             blocking(move || vh.bind(&source, destination, &key, &arguments, true)).await?;
             no_content()
         }
@@ -477,6 +477,8 @@ fn binding_pair(
     kind: &str,
     dest: &str,
 ) -> Result<BindingPair, MgmtError> {
+    // URLs name the default exchange `amq.default` (binding to it is refused with 403).
+    let source = if source == "amq.default" { "" } else { source };
     let v = server.vhost.lock();
     let source_exists = source.is_empty() || v.exchanges.contains_key(source);
     let destination = if kind == "q" {
