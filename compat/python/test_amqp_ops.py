@@ -149,6 +149,182 @@ def test_management_api_vhosts_paging_and_errors(conflux):
         == {"error": "Object Not Found", "reason": "Not Found"}
 
 
+def test_management_api_declares_exchanges_and_bindings_that_pika_routes_through(conflux):
+    base = mgmt(conflux)
+    exchange, fan, queue = name("mgmt-x"), name("mgmt-fan"), name("mgmt-bq")
+    x_url = f"{base}/exchanges/%2F/{exchange}"
+    assert requests.put(x_url, auth=GUEST, timeout=10, json={}).json() \
+        == {"error": "bad_request", "reason": "key_missing: type"}
+    r = requests.put(x_url, auth=GUEST, timeout=10, json={"type": "direct", "durable": True})
+    assert r.status_code == 201, r.text
+    assert requests.put(x_url, auth=GUEST, timeout=10,
+                        json={"type": "direct", "durable": True}).status_code == 204
+    clash = requests.put(x_url, auth=GUEST, timeout=10, json={"type": "fanout"})
+    assert clash.status_code == 400 and clash.json()["error"] == "bad_request"
+    assert clash.json()["reason"] == (f"inequivalent arg 'type' for exchange '{exchange}' in "
+                                      "vhost '/': received 'fanout' but current is 'direct'")
+    bad_type = requests.put(x_url + "2", auth=GUEST, timeout=10, json={"type": "nonsense"})
+    assert bad_type.status_code == 400 and "nonsense" in bad_type.json()["reason"]
+    reserved = requests.put(f"{base}/exchanges/%2F/amq.mine", auth=GUEST, timeout=10,
+                            json={"type": "direct"})
+    assert reserved.status_code == 403
+    x = requests.get(x_url, auth=GUEST, timeout=10).json()
+    assert (x["name"], x["type"], x["durable"], x["internal"]) == (exchange, "direct", True, False)
+    assert requests.put(f"{base}/exchanges/%2F/{fan}", auth=GUEST, timeout=10,
+                        json={"type": "fanout", "durable": False}).status_code == 201
+    assert requests.put(f"{base}/queues/%2F/{queue}", auth=GUEST, timeout=10,
+                        json={"durable": True}).status_code == 201
+
+    # exchange -> queue, with a key that needs escaping, and exchange -> exchange.
+    eq = f"{base}/bindings/%2F/e/{exchange}/q/{queue}"
+    r = requests.post(eq, auth=GUEST, timeout=10, json={"routing_key": "a/b c", "arguments": {}})
+    assert r.status_code == 201 and r.text == "", r.text
+    location = r.headers["location"]
+    assert location == f"/api/bindings/%2F/e/{exchange}/q/{queue}/a%252Fb%2520c"
+    r = requests.post(f"{base}/bindings/%2F/e/{fan}/e/{exchange}", auth=GUEST, timeout=10,
+                      json={"routing_key": "", "arguments": {"k": "v"}})
+    assert r.status_code == 201
+    listed = requests.get(eq, auth=GUEST, timeout=10).json()
+    assert [(b["routing_key"], b["properties_key"]) for b in listed] == [("a/b c", "a%2Fb%20c")]
+    ee = requests.get(f"{base}/bindings/%2F/e/{fan}/e/{exchange}", auth=GUEST, timeout=10).json()
+    assert len(ee) == 1 and ee[0]["arguments"] == {"k": "v"}
+    assert ee[0]["properties_key"].startswith("~~")
+    source = requests.get(f"{x_url}/bindings/source", auth=GUEST, timeout=10).json()
+    assert [(b["destination"], b["destination_type"]) for b in source] == [(queue, "queue")]
+    dest = requests.get(f"{x_url}/bindings/destination", auth=GUEST, timeout=10).json()
+    assert [b["source"] for b in dest] == [fan]
+    implicit = requests.get(f"{base}/bindings/%2F/e/amq.default/q/{queue}", auth=GUEST,
+                            timeout=10).json()
+    assert [(b["source"], b["routing_key"]) for b in implicit] == [("", queue)]
+    default = requests.post(f"{base}/bindings/%2F/e/amq.default/q/{queue}", auth=GUEST,
+                            timeout=10, json={"routing_key": "k"})
+    assert default.status_code == 403 and "default exchange" in default.json()["reason"]
+    missing = requests.post(f"{base}/bindings/%2F/e/{exchange}/q/no-such-queue", auth=GUEST,
+                            timeout=10, json={"routing_key": "k"})
+    assert missing.status_code == 404
+
+    with connect(conflux) as conn:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        ch.basic_publish(exchange, "a/b c", b"direct")
+        ch.basic_publish(fan, "a/b c", b"via-fanout")
+        ch.basic_publish(exchange, "other", b"unrouted")
+        got = sorted(get_one(ch, queue)[2] for _ in range(2))
+        assert got == [b"direct", b"via-fanout"]
+        assert ch.queue_declare(queue, passive=True).method.message_count == 0
+
+    in_use = requests.delete(f"{x_url}?if-unused=true", auth=GUEST, timeout=10)
+    assert in_use.status_code == 400 and "in use" in in_use.json()["reason"]
+    # Unbind by the properties key RabbitMQ tools read from the listing.
+    props = requests.utils.quote(ee[0]["properties_key"], safe="")
+    assert requests.delete(f"{base}/bindings/%2F/e/{fan}/e/{exchange}/{props}",
+                           auth=GUEST, timeout=10).status_code == 204
+    assert requests.delete(f"{base}/bindings/%2F/e/{fan}/e/{exchange}/{props}",
+                           auth=GUEST, timeout=10).status_code == 404
+    assert requests.delete(f"http://{conflux.management}{location}", auth=GUEST,
+                           timeout=10).status_code == 204
+    assert requests.get(eq, auth=GUEST, timeout=10).json() == []
+    with connect(conflux) as conn:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        ch.basic_publish(exchange, "a/b c", b"after-unbind")
+        assert ch.queue_declare(queue, passive=True).method.message_count == 0
+    assert requests.delete(f"{x_url}?if-unused=true", auth=GUEST, timeout=10).status_code == 204
+    assert requests.get(x_url, auth=GUEST, timeout=10).status_code == 404
+    assert requests.delete(x_url, auth=GUEST, timeout=10).status_code == 404
+    with connect(conflux) as conn, pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+        conn.channel().exchange_declare(exchange, passive=True)
+    assert e.value.reply_code == 404
+
+
+def test_management_api_publish_and_get_use_amqp_routing_and_acks(conflux):
+    base = mgmt(conflux)
+    exchange, queue, dead = name("pub-x"), name("pub-q"), name("pub-dlq")
+    with connect(conflux) as conn:
+        ch = conn.channel()
+        ch.exchange_declare(exchange, "topic")
+        ch.exchange_declare(exchange + "-dlx", "fanout")
+        ch.queue_declare(dead)
+        ch.queue_bind(dead, exchange + "-dlx")
+        ch.queue_declare(queue, arguments={"x-dead-letter-exchange": exchange + "-dlx"})
+        ch.queue_bind(queue, exchange, routing_key="orders.*")
+    pub = f"{base}/exchanges/%2F/{exchange}/publish"
+    props = {"content_type": "text/plain", "delivery_mode": 2, "headers": {"tenant": "acme"},
+             "message_id": "m-1", "priority": 3}
+    r = requests.post(pub, auth=GUEST, timeout=10, json={
+        "routing_key": "orders.new", "payload": "héllo", "payload_encoding": "string",
+        "properties": props})
+    assert r.status_code == 200 and r.json() == {"routed": True}, r.text
+    binary = bytes(range(256))
+    import base64
+    r = requests.post(pub, auth=GUEST, timeout=10, json={
+        "routing_key": "orders.bin", "payload": base64.b64encode(binary).decode(),
+        "payload_encoding": "base64", "properties": {}})
+    assert r.json() == {"routed": True}
+    assert requests.post(pub, auth=GUEST, timeout=10, json={
+        "routing_key": "other", "payload": "x", "properties": {}}).json() == {"routed": False}
+    # The default exchange, as rabbitmqadmin addresses it.
+    assert requests.post(f"{base}/exchanges/%2F/amq.default/publish", auth=GUEST, timeout=10,
+                         json={"routing_key": queue, "payload": "third",
+                               "properties": {}}).json() == {"routed": True}
+    for bad in ({"payload": "x"}, {"routing_key": "k"},
+                {"routing_key": "k", "payload": "%%", "payload_encoding": "base64"},
+                {"routing_key": "k", "payload": "x", "properties": {"priority": "high"}}):
+        r = requests.post(pub, auth=GUEST, timeout=10, json=bad)
+        assert r.status_code == 400 and r.json()["error"] == "bad_request", (bad, r.text)
+    assert requests.post(f"{base}/exchanges/%2F/nowhere/publish", auth=GUEST, timeout=10,
+                         json={"routing_key": "k", "payload": "x"}).status_code == 404
+    wait_ready(conflux, queue, 3)
+
+    get = f"{base}/queues/%2F/{queue}/get"
+    # ack_requeue_true: a peek; the messages stay, now redelivered.
+    r = requests.post(get, auth=GUEST, timeout=10,
+                      json={"count": 5, "ackmode": "ack_requeue_true", "encoding": "auto"})
+    assert r.status_code == 200, r.text
+    peek = r.json()
+    assert [m["payload"] for m in peek][:1] == ["héllo"] and len(peek) == 3
+    first = peek[0]
+    assert (first["exchange"], first["routing_key"], first["payload_encoding"]) \
+        == (exchange, "orders.new", "string")
+    assert first["payload_bytes"] == len("héllo".encode()) and first["redelivered"] is False
+    for k, v in props.items():
+        assert first["properties"][k] == v, k
+    assert peek[1]["payload_encoding"] == "base64"
+    assert base64.b64decode(peek[1]["payload"]) == binary
+    wait_ready(conflux, queue, 3)
+    r = requests.post(get, auth=GUEST, timeout=10, json={
+        "count": "1", "ackmode": "ack_requeue_true", "encoding": "base64", "truncate": 2})
+    again = r.json()[0]
+    assert again["redelivered"] is True and again["payload_bytes"] == len("héllo".encode())
+    assert base64.b64decode(again["payload"]) == "héllo".encode()[:2]
+    # reject_requeue_false dead-letters through the queue's dead-letter exchange.
+    r = requests.post(get, auth=GUEST, timeout=10,
+                      json={"count": 1, "ackmode": "reject_requeue_false", "encoding": "auto"})
+    assert r.json()[0]["payload"] == "héllo"
+    # ack_requeue_false consumes.
+    r = requests.post(get, auth=GUEST, timeout=10,
+                      json={"count": 1, "ackmode": "ack_requeue_false", "encoding": "auto"})
+    assert base64.b64decode(r.json()[0]["payload"]) == binary
+    wait_ready(conflux, queue, 1)
+    for bad in ({"ackmode": "ack_requeue_true", "encoding": "auto"},
+                {"count": 1, "ackmode": "peek", "encoding": "auto"},
+                {"count": 1, "ackmode": "ack_requeue_true", "encoding": "hex"}):
+        r = requests.post(get, auth=GUEST, timeout=10, json=bad)
+        assert r.status_code == 400 and r.json()["error"] == "bad_request", (bad, r.text)
+    assert requests.post(f"{base}/queues/%2F/nowhere/get", auth=GUEST, timeout=10, json={
+        "count": 1, "ackmode": "ack_requeue_true", "encoding": "auto"}).status_code == 404
+    with connect(conflux) as conn:
+        ch = conn.channel()
+        method, _props, body = get_one(ch, queue)
+        assert body == b"third" and method.exchange == ""
+        method, got_props, body = get_one(ch, dead)
+        assert body == "héllo".encode() and got_props.headers["x-death"][0]["reason"] \
+            == "rejected"
+        assert ch.queue_declare(queue, passive=True).method.message_count == 0
+    assert requests.post(get, auth=GUEST, timeout=10, json={
+        "count": 1, "ackmode": "ack_requeue_true", "encoding": "auto"}).json() == []
+
+
 RABBITMQADMIN = shutil.which("rabbitmqadmin")
 
 
@@ -180,6 +356,33 @@ def test_rabbitmqadmin_declares_lists_purges_and_deletes(conflux):
     assert "/" in admin("-f", "tsv", "-q", "list", "vhosts", "name").split()
     overview = json.loads(admin("-f", "raw_json", "show", "overview"))[0]
     assert overview["object_totals"]["queues"] >= 1
+    exchange = name("rmqadmin-x")
+    admin("declare", "exchange", f"name={exchange}", "type=topic", "durable=true")
+    admin("declare", "binding", f"source={exchange}", f"destination={queue}",
+          "destination_type=queue", "routing_key=jobs.#")
+    bound = json.loads(admin("-f", "raw_json", "list", "bindings"))
+    assert [b["routing_key"] for b in bound if b["source"] == exchange] == ["jobs.#"]
+    out = admin("publish", f"exchange={exchange}", "routing_key=jobs.a", "payload=from-admin",
+                'properties={"content_type": "text/plain"}')
+    assert "NOT routed" not in out
+    assert "NOT routed" in admin("publish", f"exchange={exchange}", "routing_key=x",
+                                 "payload=lost")
+    wait_ready(conflux, queue, 3)
+    got = admin("-f", "raw_json", "get", f"queue={queue}", "count=3",
+                "ackmode=ack_requeue_true")
+    assert [m["payload"] for m in json.loads(got)] == ["x", "x", "from-admin"]
+    with connect(conflux) as conn:
+        ch = conn.channel()
+        bodies = [get_one(ch, queue)[2] for _ in range(3)]
+        assert bodies == [b"x", b"x", b"from-admin"]
+        ch.basic_publish(exchange, "jobs.b", b"pika-through-admin-binding")
+        assert get_one(ch, queue)[2] == b"pika-through-admin-binding"
+    admin("delete", "binding", f"source={exchange}", f"destination={queue}",
+          "destination_type=queue", "properties_key=jobs.%23")
+    assert not [b for b in json.loads(admin("-f", "raw_json", "list", "bindings"))
+                if b["source"] == exchange]
+    admin("delete", "exchange", f"name={exchange}")
+    assert exchange not in admin("-f", "tsv", "-q", "list", "exchanges", "name").split()
     admin("purge", "queue", f"name={queue}")
     assert ready(conflux, queue) == 0
     admin("delete", "queue", f"name={queue}")

@@ -918,22 +918,20 @@ impl Conn {
             self.push_job(chid, Vec::new(), Vec::new(), Bytes::new(), seq, false);
             return Ok(());
         }
-        if !exchange.is_empty() && server.exchange_is_internal(&exchange) {
-            return Err(AmqpError::new(
-                code::ACCESS_REFUSED,
-                format!(
-                    "cannot publish to internal exchange '{exchange}' in vhost '{}'",
-                    server.vhost_name
-                ),
-            ));
-        }
-        let targets = server.route(&exchange, &rk, props.headers().as_ref())?;
-        if targets.is_empty() && mandatory {
+        // Only a mandatory publish may come back (basic.return): keep its properties then.
+        let returnable = mandatory.then(|| raw_props.clone());
+        let routed = server::route_publish(&server, &exchange, &rk, &props, raw_props, &body)?;
+        if let (false, Some(raw_props)) = (routed.routed, returnable) {
             self.send_return(chid, &exchange, &rk, &raw_props, &body);
         }
-        let headers = message::record_headers(&exchange, &rk, &props, Some(raw_props));
-        let (ok, refused) = server::admit(&server, targets, body.len() as u64, &headers, &body);
-        self.push_job(chid, ok, headers, body, seq, refused);
+        self.push_job(
+            chid,
+            routed.targets,
+            routed.headers,
+            body,
+            seq,
+            routed.refused,
+        );
         Ok(())
     }
 
@@ -1282,23 +1280,7 @@ impl Conn {
                         "basic.get is not supported on stream queues",
                     ));
                 }
-                q.last_used_ms
-                    .store(conflux_broker::now_ms(), Ordering::Relaxed);
-                let now = conflux_broker::now_ms();
-                let take = |q: &Queue| {
-                    let mut inner = q.inner.lock();
-                    let d = inner.sub.next(0, now);
-                    if let (Some(d), true) = (&d, g.no_ack) {
-                        inner.sub.ack(d.message.offset, now);
-                    }
-                    (d, inner.sub.ready_total())
-                };
-                let (mut d, mut count) = take(&q);
-                if d.is_none() && count > 0 {
-                    // Ready messages not loaded yet (spilled to the log): load, then retry.
-                    server::load_queue_log(&q, now).await;
-                    (d, count) = take(&q);
-                }
+                let (d, count) = server::get_next(&q, g.no_ack).await;
                 let ch = self.channel_mut(chid)?;
                 match d {
                     None => {

@@ -6,10 +6,16 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use amq_protocol::protocol::basic::AMQPProperties;
 use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
 use conflux_broker::subscription::Overflow;
 use serde_json::{json, Value};
 
+use crate::frame::code;
+use crate::message;
+use crate::server::{self, AResult, AmqpError, PipelineItem, StoreJob, Unacked};
 use crate::server::{Destination, QueueArgs, QueueDef, QueueStats, QueueType, Server};
 
 /// The default virtual host.
@@ -290,8 +296,37 @@ fn binding(
     json!({
         "source": source, "vhost": vhost, "destination": destination,
         "destination_type": kind, "routing_key": key, "arguments": args,
-        "properties_key": if key.is_empty() { "~".to_string() } else { key.to_string() },
+        "properties_key": properties_key(key, args),
     })
+}
+
+/// A binding's name in `/api/bindings/{vhost}/e/{source}/q|e/{destination}/{props}`, formed
+/// as RabbitMQ's: `~` for an empty routing key, else the key percent-encoded (`~` too); with
+/// arguments, `~` and a hash of them follows.
+pub fn properties_key(key: &str, args: &std::collections::BTreeMap<String, String>) -> String {
+    let mut out = String::new();
+    if key.is_empty() {
+        out.push('~');
+    } else {
+        for b in key.bytes() {
+            if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
+                out.push(char::from(b));
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    if !args.is_empty() {
+        // FNV-1a over the sorted arguments: stable across restarts and builds.
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for (k, v) in args {
+            for b in k.bytes().chain([0]).chain(v.bytes()).chain([0]) {
+                hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        out.push_str(&format!("~{hash:016x}"));
+    }
+    out
 }
 
 /// `GET /api/connections`.
@@ -333,4 +368,223 @@ pub fn consumers(server: &Server) -> Value {
         }
     }
     Value::Array(rows)
+}
+
+/// Longest `count` of `POST /api/queues/{vhost}/{name}/get`.
+pub const GET_COUNT_MAX: u64 = 1000;
+
+/// `POST /api/exchanges/{vhost}/{name}/publish`: basic.publish through the same routing as
+/// AMQP publishes, stored (durably for durable queues) before it answers; `routed` says
+/// whether some queue matched.
+pub async fn publish(
+    server: &Arc<Server>,
+    exchange: &str,
+    routing_key: &str,
+    props: AMQPProperties,
+    body: bytes::Bytes,
+) -> AResult<bool> {
+    let raw = crate::frame::encode_properties(&props);
+    let routed = server::route_publish(server, exchange, routing_key, &props, raw, &body)?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let pipeline = tokio::spawn(server::run_pipeline(server.clone(), rx));
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let _ = tx.send(PipelineItem::Store(StoreJob {
+        targets: routed.targets,
+        headers: routed.headers,
+        body,
+        timestamp: conflux_broker::now_ms(),
+        confirm: None,
+        refused: routed.refused,
+        credit: None,
+    }));
+    let _ = tx.send(PipelineItem::Barrier(done_tx));
+    drop(tx);
+    let _ = done_rx.await;
+    let _ = pipeline.await;
+    Ok(routed.routed)
+}
+
+/// What `POST /api/queues/{vhost}/{name}/get` does with the messages it takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckMode {
+    AckRequeueTrue,
+    AckRequeueFalse,
+    RejectRequeueTrue,
+    RejectRequeueFalse,
+}
+
+impl AckMode {
+    pub fn parse(s: &str) -> Option<AckMode> {
+        Some(match s {
+            "ack_requeue_true" => AckMode::AckRequeueTrue,
+            "ack_requeue_false" => AckMode::AckRequeueFalse,
+            "reject_requeue_true" => AckMode::RejectRequeueTrue,
+            "reject_requeue_false" => AckMode::RejectRequeueFalse,
+            _ => return None,
+        })
+    }
+}
+
+/// `POST /api/queues/{vhost}/{name}/get`: up to `count` basic.gets, then each message is
+/// requeued, acknowledged or rejected (dead-lettered when the queue has a dead-letter
+/// exchange) as `mode` says. `base64` forces base64 payloads; otherwise UTF-8 payloads come
+/// as strings. `truncate` cuts payloads to that many bytes.
+pub async fn get(
+    server: &Arc<Server>,
+    queue: &str,
+    count: u64,
+    mode: AckMode,
+    base64: bool,
+    truncate: Option<usize>,
+) -> AResult<Value> {
+    let q = server.queue(queue, 0)?;
+    if q.def.args.queue_type == QueueType::Stream {
+        return Err(AmqpError::new(
+            code::PRECONDITION_FAILED,
+            "basic.get is not supported on stream queues",
+        ));
+    }
+    let mut rows = Vec::new();
+    let mut taken = Vec::new();
+    for _ in 0..count.min(GET_COUNT_MAX) {
+        let (Some(d), ready) = server::get_next(&q, false).await else {
+            break;
+        };
+        taken.push(Unacked {
+            queue: q.clone(),
+            offset: d.message.offset,
+            consumer: None,
+            stream: false,
+        });
+        let out = message::outgoing(&d.message, &q.def.name);
+        let props = crate::frame::decode_properties(&out.properties_raw).unwrap_or_default();
+        let size = out.body.len();
+        let body = match truncate {
+            Some(n) if n < size => &out.body[..n],
+            _ => &out.body[..],
+        };
+        let (payload, encoding) = match std::str::from_utf8(body) {
+            Ok(text) if !base64 => (text.to_owned(), "string"),
+            _ => (B64.encode(body), "base64"),
+        };
+        rows.push(json!({
+            "payload_bytes": size, "redelivered": d.redelivered, "exchange": out.exchange,
+            "routing_key": out.routing_key, "message_count": ready, "properties": properties_json(&props),
+            "payload": payload, "payload_encoding": encoding,
+        }));
+    }
+    let (ack, requeue) = match mode {
+        AckMode::AckRequeueTrue | AckMode::RejectRequeueTrue => (false, true),
+        AckMode::AckRequeueFalse => (true, false),
+        AckMode::RejectRequeueFalse => (false, false),
+    };
+    server.settle_all(&taken, ack, requeue);
+    q.notify.notify_one();
+    Ok(Value::Array(rows))
+}
+
+/// A JSON `properties` object of the management API as AMQP basic properties.
+pub fn properties_from_json(props: &Value) -> Result<AMQPProperties, String> {
+    let mut out = AMQPProperties::default();
+    let Some(map) = props.as_object() else {
+        return match props {
+            Value::Null => Ok(out),
+            _ => Err("'properties' must be an object".to_string()),
+        };
+    };
+    let short = |k: &str, v: &Value| -> Result<ShortString, String> {
+        let s = match v {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            _ => return Err(format!("property '{k}' must be a string")),
+        };
+        ShortString::try_new(s).map_err(|_| format!("property '{k}' is too long"))
+    };
+    let number = |k: &str, v: &Value| -> Result<u64, String> {
+        v.as_u64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            .ok_or_else(|| format!("property '{k}' must be a non-negative integer"))
+    };
+    for (k, v) in map {
+        out = match k.as_str() {
+            "content_type" => out.with_content_type(short(k, v)?),
+            "content_encoding" => out.with_content_encoding(short(k, v)?),
+            "headers" => out.with_headers(field_table(v)?),
+            "delivery_mode" => out.with_delivery_mode(
+                u8::try_from(number(k, v)?).map_err(|_| "delivery_mode is 1 or 2".to_string())?,
+            ),
+            "priority" => out.with_priority(
+                u8::try_from(number(k, v)?).map_err(|_| "priority is 0 to 255".to_string())?,
+            ),
+            "correlation_id" => out.with_correlation_id(short(k, v)?),
+            "reply_to" => out.with_reply_to(short(k, v)?),
+            "expiration" => out.with_expiration(short(k, v)?),
+            "message_id" => out.with_message_id(short(k, v)?),
+            "timestamp" => out.with_timestamp(number(k, v)?),
+            "type" => out.with_type(short(k, v)?),
+            "user_id" => out.with_user_id(short(k, v)?),
+            "app_id" => out.with_app_id(short(k, v)?),
+            _ => return Err(format!("unknown property '{k}'")),
+        };
+    }
+    Ok(out)
+}
+
+/// AMQP basic properties as the management API's `properties` object (only those set).
+pub fn properties_json(p: &AMQPProperties) -> Value {
+    let mut o = serde_json::Map::new();
+    let mut text = |k: &str, v: &Option<ShortString>| {
+        if let Some(v) = v {
+            o.insert(k.to_owned(), json!(v.as_str()));
+        }
+    };
+    text("content_type", p.content_type());
+    text("content_encoding", p.content_encoding());
+    text("correlation_id", p.correlation_id());
+    text("reply_to", p.reply_to());
+    text("expiration", p.expiration());
+    text("message_id", p.message_id());
+    text("type", p.kind());
+    text("user_id", p.user_id());
+    text("app_id", p.app_id());
+    if let Some(m) = p.delivery_mode() {
+        o.insert("delivery_mode".into(), json!(m));
+    }
+    if let Some(n) = p.priority() {
+        o.insert("priority".into(), json!(n));
+    }
+    if let Some(t) = p.timestamp() {
+        o.insert("timestamp".into(), json!(t));
+    }
+    if let Some(h) = p.headers() {
+        let headers: serde_json::Map<String, Value> = h
+            .inner()
+            .iter()
+            .filter_map(|(k, v)| value_json(v).map(|v| (k.as_str().to_owned(), v)))
+            .collect();
+        o.insert("headers".into(), Value::Object(headers));
+    }
+    Value::Object(o)
+}
+
+fn value_json(v: &AMQPValue) -> Option<Value> {
+    Some(match v {
+        AMQPValue::Boolean(b) => json!(b),
+        AMQPValue::ShortShortInt(n) => json!(n),
+        AMQPValue::ShortShortUInt(n) => json!(n),
+        AMQPValue::ShortInt(n) => json!(n),
+        AMQPValue::ShortUInt(n) => json!(n),
+        AMQPValue::LongInt(n) => json!(n),
+        AMQPValue::LongUInt(n) => json!(n),
+        AMQPValue::LongLongInt(n) => json!(n),
+        AMQPValue::Timestamp(n) => json!(n),
+        AMQPValue::Float(n) => json!(n),
+        AMQPValue::Double(n) => json!(n),
+        _ => json!(crate::message::value_text(v)?),
+    })
+}
+
+/// A base64 (standard alphabet) payload of the management API's publish.
+pub fn base64_payload(text: &str) -> Option<Vec<u8>> {
+    B64.decode(text.trim()).ok()
 }

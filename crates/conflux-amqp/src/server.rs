@@ -1189,15 +1189,25 @@ impl Server {
             if passive {
                 return Ok(());
             }
-            if x.kind.as_str() != kind
-                || x.durable != durable
-                || x.auto_delete != auto_delete
-                || x.internal != internal
-            {
+            // The first property that differs, named as RabbitMQ does.
+            let differs = [
+                ("type", x.kind.as_str().to_string(), kind.to_string()),
+                ("durable", x.durable.to_string(), durable.to_string()),
+                (
+                    "auto_delete",
+                    x.auto_delete.to_string(),
+                    auto_delete.to_string(),
+                ),
+                ("internal", x.internal.to_string(), internal.to_string()),
+            ]
+            .into_iter()
+            .find(|(_, current, received)| current != received);
+            if let Some((arg, current, received)) = differs {
                 return Err(AmqpError::new(
                     code::PRECONDITION_FAILED,
                     format!(
-                        "inequivalent arg for exchange '{name}' in vhost '{}'",
+                        "inequivalent arg '{arg}' for exchange '{name}' in vhost '{}': \
+                         received '{received}' but current is '{current}'",
                         self.vhost_name
                     ),
                 ));
@@ -2438,6 +2448,73 @@ fn round_bytes(items: &[PipelineItem], idxs: &[usize]) -> usize {
         .sum();
     // Plus a batch header per started BATCH_TARGET_BYTES, so the buffer never regrows.
     records + (records / crate::batch::BATCH_TARGET_BYTES + 2) * 64
+}
+
+/// A basic.publish routed and admitted, ready for an append pipeline.
+#[derive(Debug)]
+pub struct RoutedPublish {
+    /// The queues that accept the message.
+    pub targets: Vec<Arc<Queue>>,
+    pub headers: Vec<RecordHeader>,
+    /// Some queue matched (before overflow policies), as `mandatory` and the management
+    /// API's `routed` see it.
+    pub routed: bool,
+    /// A queue refused the message (overflow).
+    pub refused: bool,
+}
+
+/// The routing half of basic.publish (AMQP and the management API's publish): refuses
+/// internal exchanges, routes, and admits against each queue's overflow policy.
+pub fn route_publish(
+    server: &Server,
+    exchange: &str,
+    routing_key: &str,
+    props: &AMQPProperties,
+    raw_props: Vec<u8>,
+    body: &Bytes,
+) -> AResult<RoutedPublish> {
+    if !exchange.is_empty() && server.exchange_is_internal(exchange) {
+        return Err(AmqpError::new(
+            code::ACCESS_REFUSED,
+            format!(
+                "cannot publish to internal exchange '{exchange}' in vhost '{}'",
+                server.vhost_name
+            ),
+        ));
+    }
+    let targets = server.route(exchange, routing_key, props.headers().as_ref())?;
+    let routed = !targets.is_empty();
+    let headers = message::record_headers(exchange, routing_key, props, Some(raw_props));
+    let (targets, refused) = admit(server, targets, body.len() as u64, &headers, body);
+    Ok(RoutedPublish {
+        targets,
+        headers,
+        routed,
+        refused,
+    })
+}
+
+/// The taking half of basic.get: the next ready message of `q` (acknowledged at once with
+/// `no_ack`), loading spilled messages from its log when needed, and the ready count.
+pub async fn get_next(q: &Arc<Queue>, no_ack: bool) -> (Option<subscription::Delivery>, u64) {
+    q.last_used_ms
+        .store(conflux_broker::now_ms(), Ordering::Relaxed);
+    let now = conflux_broker::now_ms();
+    let take = |q: &Queue| {
+        let mut inner = q.inner.lock();
+        let d = inner.sub.next(0, now);
+        if let (Some(d), true) = (&d, no_ack) {
+            inner.sub.ack(d.message.offset, now);
+        }
+        (d, inner.sub.ready_total())
+    };
+    let (mut d, mut count) = take(q);
+    if d.is_none() && count > 0 {
+        // Ready messages not loaded yet (spilled to the log): load, then retry.
+        load_queue_log(q, now).await;
+        (d, count) = take(q);
+    }
+    (d, count)
 }
 
 /// Checks a publish against each target's overflow policy; returns the queues that accept

@@ -8,10 +8,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use conflux_amqp::management as m;
+use conflux_amqp::server::Destination;
 use conflux_amqp::Server;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
 
@@ -23,6 +24,9 @@ const CONNECTIONS_MAX: usize = 256;
 const BODY_SIZE_BYTES_MAX: usize = 1024 * 1024;
 /// Longest page a client may ask for (`page_size`), as RabbitMQ.
 const PAGE_SIZE_MAX: usize = 500;
+
+/// The key of a 201 answer whose value `respond` sends as the `Location` header.
+const LOCATION_KEY: &str = "\u{0}location";
 
 /// A RabbitMQ-shaped error: status, `error` and `reason`.
 #[derive(Debug)]
@@ -119,7 +123,12 @@ async fn respond(
             Ok(user) => route(server, &user, request).await,
         },
     };
+    let mut location = None;
     let (status, body) = match answer {
+        Ok((StatusCode::CREATED, Some(Value::Object(o)))) if o.contains_key(LOCATION_KEY) => {
+            location = o[LOCATION_KEY].as_str().map(str::to_owned);
+            (StatusCode::CREATED, String::new())
+        }
         Ok((status, body)) => (status, body.map(|v| v.to_string()).unwrap_or_default()),
         Err(e) => (
             e.status,
@@ -130,6 +139,9 @@ async fn respond(
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Some(l) = location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        headers.insert(LOCATION, l);
+    }
     if status == StatusCode::UNAUTHORIZED {
         headers.insert(
             WWW_AUTHENTICATE,
@@ -279,6 +291,11 @@ async fn route(server: &Arc<Server>, user: &str, request: Request<Incoming>) -> 
             declare_queue(&vh, name, &body).await
         }
         (&M::DELETE, ["queues", v, name]) => delete_queue(&vhost(server, v)?, name, &query).await,
+        (&M::POST, ["queues", v, name, "get"]) => {
+            let vh = vhost(server, v)?;
+            let body = read_json(request.into_body()).await?;
+            get_messages(&vh, name, &body).await
+        }
         (&M::DELETE, ["queues", v, name, "contents"]) => vhost(server, v)?
             .purge_queue(name)
             .map_or_else(|| Err(MgmtError::not_found()), |_| no_content()),
@@ -288,8 +305,101 @@ async fn route(server: &Arc<Server>, user: &str, request: Request<Incoming>) -> 
             let want = if *name == "amq.default" { "" } else { name };
             find(m::exchanges(&*vhost(server, v)?), |x| x["name"] == want)
         }
+        (&M::PUT, ["exchanges", v, name]) => {
+            let vh = vhost(server, v)?;
+            let body = read_json(request.into_body()).await?;
+            declare_exchange(&vh, name, &body).await
+        }
+        (&M::DELETE, ["exchanges", v, name]) => {
+            let (vh, name) = (vhost(server, v)?, (*name).to_owned());
+            let if_unused = query_param(&query, "if-unused") == Some("true");
+            blocking(move || vh.delete_exchange(&name, if_unused)).await?;
+            no_content()
+        }
+        (&M::POST, ["exchanges", v, name, "publish"]) => {
+            let vh = vhost(server, v)?;
+            let body = read_json(request.into_body()).await?;
+            let exchange = if *name == "amq.default" { "" } else { name };
+            publish(&vh, exchange, &body).await
+        }
+        (&M::GET, ["exchanges", v, name, "bindings", dir @ ("source" | "destination")]) => {
+            let vh = vhost(server, v)?;
+            let exists = vh.vhost.lock().exchanges.contains_key(*name);
+            if !exists {
+                return Err(MgmtError::not_found());
+            }
+            let rows = filter(m::bindings(&vh), |b| {
+                if *dir == "source" {
+                    b["source"] == *name
+                } else {
+                    b["destination"] == *name && b["destination_type"] == "exchange"
+                }
+            });
+            list(rows, &query)
+        }
         (&M::GET, ["bindings"]) => list(m::across(server, m::bindings), &query),
         (&M::GET, ["bindings", v]) => list(m::bindings(&*vhost(server, v)?), &query),
+        (&M::GET, ["bindings", v, "e", source, kind @ ("q" | "e"), dest]) => {
+            let vh = vhost(server, v)?;
+            let pair = binding_pair(&vh, source, kind, dest)?;
+            list(filter(m::bindings(&vh), |b| pair.matches(b)), &query)
+        }
+        (&M::POST, ["bindings", v, "e", source, kind @ ("q" | "e"), dest]) => {
+            let vh = vhost(server, v)?;
+            let pair = binding_pair(&vh, source, kind, dest)?;
+            let body = read_json(request.into_body()).await?;
+            let key = match body.get("routing_key") {
+                None | Some(Value::Null) => String::new(),
+                Some(Value::String(k)) if k.len() <= 255 => k.clone(),
+                Some(_) => {
+                    return Err(MgmtError::bad_request(
+                        "'routing_key' must be a string of at most 255 bytes",
+                    ))
+                }
+            };
+            let arguments = m::field_table(body.get("arguments").unwrap_or(&Value::Null))
+                .map_err(MgmtError::bad_request)?;
+            let (source, destination) = (pair.source.clone(), pair.destination.clone());
+            let bound = arguments.clone();
+            let rk = key.clone();
+            blocking(move || vh.bind(&source, destination, &rk, &bound, false)).await?;
+            let args: std::collections::BTreeMap<String, String> = arguments
+                .inner()
+                .iter()
+                .filter_map(|(k, v)| {
+                    conflux_amqp::message::value_text(v).map(|t| (k.as_str().to_owned(), t))
+                })
+                .collect();
+            // The path segments as the client sent them (still percent-encoded).
+            let location = format!(
+                "{}/{}",
+                path.trim_end_matches('/'),
+                percent_encode(&m::properties_key(&key, &args))
+            );
+            // `respond` moves this into the `Location` header (the body stays empty).
+            Ok((StatusCode::CREATED, Some(json!({ LOCATION_KEY: location }))))
+        }
+        (&M::GET | &M::DELETE, ["bindings", v, "e", source, kind @ ("q" | "e"), dest, props]) => {
+            let vh = vhost(server, v)?;
+            let pair = binding_pair(&vh, source, kind, dest)?;
+            let found = filter(m::bindings(&vh), |b| {
+                pair.matches(b)
+                    && b["properties_key"].as_str().is_some_and(|k| {
+                        k == *props || percent_decode(k).is_some_and(|d| d == *props)
+                    })
+            });
+            let Some(row) = found.as_array().and_then(|a| a.first()).cloned() else {
+                return Err(MgmtError::not_found());
+            };
+            if method == M::GET {
+                return ok(row);
+            }
+            let key = row["routing_key"].as_str().unwrap_or_default().to_owned();
+            let arguments = m::field_table(&row["arguments"]).map_err(MgmtError::bad_request)?;
+            let (source, destination) = (pair.source.clone(), pair.destination.clone());
+            blocking(move || vh.bind(&source, destination, &key, &arguments, true)).await?;
+            no_content()
+        }
         (&M::GET, ["connections"]) => list(m::across(server, m::connections), &query),
         (&M::GET, ["consumers"]) => list(m::across(server, m::consumers), &query),
         (&M::GET, ["consumers", v]) => list(m::consumers(&*vhost(server, v)?), &query),
@@ -331,6 +441,75 @@ async fn blocking<T: Send + 'static>(
             )
         })?
         .map_err(amqp_error)
+}
+
+/// The rows of `rows` that `pred` keeps.
+fn filter(rows: Value, pred: impl Fn(&Value) -> bool) -> Value {
+    Value::Array(
+        rows.as_array()
+            .map(|a| a.iter().filter(|r| pred(r)).cloned().collect())
+            .unwrap_or_default(),
+    )
+}
+
+/// The source exchange and destination of `/api/bindings/{vhost}/e/{source}/q|e/{dest}`.
+struct BindingPair {
+    source: String,
+    destination: Destination,
+}
+
+impl BindingPair {
+    fn matches(&self, row: &Value) -> bool {
+        let (name, kind) = match &self.destination {
+            Destination::Queue(q) => (q, "queue"),
+            Destination::Exchange(x) => (x, "exchange"),
+        };
+        row["source"] == self.source.as_str()
+            && row["destination"] == name.as_str()
+            && row["destination_type"] == kind
+    }
+}
+
+/// Both ends must exist (404 otherwise, as RabbitMQ).
+fn binding_pair(
+    server: &Server,
+    source: &str,
+    kind: &str,
+    dest: &str,
+) -> Result<BindingPair, MgmtError> {
+    // URLs name the default exchange `amq.default` (binding to it is refused with 403).
+    let source = if source == "amq.default" { "" } else { source };
+    let v = server.vhost.lock();
+    let source_exists = source.is_empty() || v.exchanges.contains_key(source);
+    let destination = if kind == "q" {
+        Destination::Queue(dest.to_owned())
+    } else {
+        Destination::Exchange(dest.to_owned())
+    };
+    let dest_exists = match &destination {
+        Destination::Queue(q) => v.queues.contains_key(q),
+        Destination::Exchange(x) => v.exchanges.contains_key(x),
+    };
+    if !source_exists || !dest_exists {
+        return Err(MgmtError::not_found());
+    }
+    Ok(BindingPair {
+        source: source.to_owned(),
+        destination,
+    })
+}
+
+/// Percent-encodes every byte but the unreserved ones (for a path segment).
+fn percent_encode(text: &str) -> String {
+    let mut out = String::new();
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 fn find(rows: Value, pred: impl Fn(&Value) -> bool) -> Answer {
@@ -414,7 +593,12 @@ fn amqp_error(e: conflux_amqp::server::AmqpError) -> MgmtError {
         541 => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_REQUEST,
     };
-    MgmtError::new(status, "bad_request", e.text)
+    // RabbitMQ's reason is the AMQP text without its `CODE_NAME - ` prefix.
+    let reason = match e.text.split_once(" - ") {
+        Some((name, rest)) if name.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') => rest,
+        _ => &e.text,
+    };
+    MgmtError::new(status, "bad_request", reason)
 }
 
 /// `PUT /api/queues/%2F/NAME`: declares a queue (`durable` defaults to true, as RabbitMQ's
@@ -450,6 +634,129 @@ async fn declare_queue(server: &Arc<Server>, name: &str, body: &Value) -> Answer
         },
         None,
     ))
+}
+
+/// `PUT /api/exchanges/{vhost}/NAME`: exchange.declare (`type` is mandatory, `durable`
+/// defaults to true as RabbitMQ's API); 201 when created, 204 when an equivalent exchange
+/// exists, 400 with the inequivalent-arg reason otherwise.
+async fn declare_exchange(server: &Arc<Server>, name: &str, body: &Value) -> Answer {
+    if name.is_empty() || name.len() > 255 {
+        return Err(MgmtError::bad_request("exchange names are 1 to 255 bytes"));
+    }
+    let kind = match body.get("type") {
+        Some(Value::String(t)) => t.clone(),
+        None | Some(Value::Null) => return Err(MgmtError::bad_request("key_missing: type")),
+        Some(_) => return Err(MgmtError::bad_request("'type' must be a string")),
+    };
+    let durable = flag(body, "durable", true)?;
+    let auto_delete = flag(body, "auto_delete", false)?;
+    let internal = flag(body, "internal", false)?;
+    let arguments = m::field_table(body.get("arguments").unwrap_or(&Value::Null))
+        .map_err(MgmtError::bad_request)?;
+    let existed = server.vhost.lock().exchanges.contains_key(name);
+    let (server, owned) = (server.clone(), name.to_owned());
+    blocking(move || {
+        server.declare_exchange(
+            &owned,
+            &kind,
+            false,
+            durable,
+            auto_delete,
+            internal,
+            &arguments,
+        )
+    })
+    .await?;
+    Ok((
+        if existed {
+            StatusCode::NO_CONTENT
+        } else {
+            StatusCode::CREATED
+        },
+        None,
+    ))
+}
+
+/// A string field the request must carry (RabbitMQ's `key_missing`).
+fn text<'a>(body: &'a Value, key: &str) -> Result<&'a str, MgmtError> {
+    match body.get(key) {
+        None | Some(Value::Null) => Err(MgmtError::bad_request(format!("key_missing: {key}"))),
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(MgmtError::bad_request(format!("'{key}' must be a string"))),
+    }
+}
+
+/// A non-negative integer field, as JSON or as the string `rabbitmqadmin` sends.
+fn number(body: &Value, key: &str) -> Result<Option<u64>, MgmtError> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            .map(Some)
+            .ok_or_else(|| {
+                MgmtError::bad_request(format!("'{key}' must be a non-negative integer"))
+            }),
+    }
+}
+
+/// `POST /api/exchanges/{vhost}/NAME/publish` (`amq.default` is the default exchange):
+/// `{"routed": bool}` once the message is stored.
+async fn publish(server: &Arc<Server>, exchange: &str, body: &Value) -> Answer {
+    let routing_key = text(body, "routing_key")?;
+    if routing_key.len() > 255 {
+        return Err(MgmtError::bad_request("routing keys are at most 255 bytes"));
+    }
+    let payload = text(body, "payload")?;
+    let bytes = match body.get("payload_encoding").and_then(Value::as_str) {
+        None | Some("string") => payload.as_bytes().to_vec(),
+        Some("base64") => m::base64_payload(payload)
+            .ok_or_else(|| MgmtError::bad_request("payload is not valid base64"))?,
+        Some(other) => {
+            return Err(MgmtError::bad_request(format!(
+                "payload_encoding must be string or base64, not '{other}'"
+            )))
+        }
+    };
+    let props = m::properties_from_json(body.get("properties").unwrap_or(&Value::Null))
+        .map_err(MgmtError::bad_request)?;
+    if !exchange.is_empty() && !server.vhost.lock().exchanges.contains_key(exchange) {
+        return Err(MgmtError::not_found());
+    }
+    let routed = m::publish(server, exchange, routing_key, props, Bytes::from(bytes))
+        .await
+        .map_err(amqp_error)?;
+    ok(json!({ "routed": routed }))
+}
+
+/// `POST /api/queues/{vhost}/NAME/get`: `count`, `ackmode`, `encoding` (`auto`|`base64`),
+/// `truncate`, as RabbitMQ.
+async fn get_messages(server: &Arc<Server>, queue: &str, body: &Value) -> Answer {
+    let count =
+        number(body, "count")?.ok_or_else(|| MgmtError::bad_request("key_missing: count"))?;
+    let mode = text(body, "ackmode")?;
+    let mode = m::AckMode::parse(mode).ok_or_else(|| {
+        MgmtError::bad_request(format!(
+            "ackmode must be ack_requeue_true, ack_requeue_false, reject_requeue_true or \
+             reject_requeue_false, not '{mode}'"
+        ))
+    })?;
+    let base64 = match text(body, "encoding")? {
+        "auto" => false,
+        "base64" => true,
+        other => {
+            return Err(MgmtError::bad_request(format!(
+                "encoding must be auto or base64, not '{other}'"
+            )))
+        }
+    };
+    let truncate = number(body, "truncate")?.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+    if !server.vhost.lock().queues.contains_key(queue) {
+        return Err(MgmtError::not_found());
+    }
+    m::get(server, queue, count, mode, base64, truncate)
+        .await
+        .map_or_else(|e| Err(amqp_error(e)), ok)
 }
 
 /// `DELETE /api/queues/%2F/NAME` (`if-unused`, `if-empty` as query parameters): 204.
@@ -515,6 +822,21 @@ mod tests {
         assert_eq!(percent_decode("a%20b").as_deref(), Some("a b"));
         assert!(percent_decode("%2").is_none());
         assert!(percent_decode("%ff").is_none());
+    }
+
+    #[test]
+    fn binding_properties_keys_follow_rabbitmq() {
+        let none = std::collections::BTreeMap::new();
+        assert_eq!(m::properties_key("", &none), "~");
+        assert_eq!(m::properties_key("a.b-c_d", &none), "a.b-c_d");
+        assert_eq!(m::properties_key("a/b c~", &none), "a%2Fb%20c%7E");
+        let args = std::collections::BTreeMap::from([("k".to_owned(), "v".to_owned())]);
+        let other = std::collections::BTreeMap::from([("k".to_owned(), "w".to_owned())]);
+        let (with, with_other) = (m::properties_key("", &args), m::properties_key("", &other));
+        assert!(with.starts_with("~~") && with.len() == 18, "{with}");
+        assert_ne!(with, with_other);
+        assert_eq!(with, m::properties_key("", &args));
+        assert_eq!(percent_encode("a%2F~"), "a%252F~");
     }
 
     #[test]
