@@ -202,6 +202,22 @@ class ConfluxServer:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
 
+def serving(binary, tmp_dir: pathlib.Path, request, **kwargs):
+    """Generator for pytest fixtures: a node with its data and log under `tmp_dir` (extra
+    `ConfluxServer` arguments such as `env=` or `args=` pass through), stopped afterwards —
+    killed if it does not stop — and its log tail printed when the test failed."""
+    server = ConfluxServer(binary, tmp_dir / "data", tmp_dir / "conflux.log", **kwargs)
+    try:
+        yield server.start()
+    finally:
+        try:
+            server.stop()
+        finally:
+            server.kill9()
+            if getattr(request.node, "rep_failed", False):
+                print(f"--- conflux log ({server.log_path}) ---\n{server.log_tail(80)}")
+
+
 def run_seed_example(
     server: ConfluxServer, name: str, timeout_s: float = 120
 ) -> subprocess.CompletedProcess:

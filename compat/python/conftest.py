@@ -14,7 +14,7 @@ import pathlib
 
 import pytest
 
-from conflux_server import ConfluxServer, conflux_bin as build_conflux_bin
+from conflux_server import conflux_bin as build_conflux_bin, serving
 
 _BIN: pathlib.Path | None = None
 
@@ -31,27 +31,14 @@ def conflux_bin() -> pathlib.Path:
     return _BIN
 
 
-def _serve(binary, tmp_dir: pathlib.Path, request, **kwargs):
-    server = ConfluxServer(binary, tmp_dir / "data", tmp_dir / "conflux.log", **kwargs)
-    try:
-        yield server.start()
-    finally:
-        try:
-            server.stop()
-        finally:
-            server.kill9()
-            if getattr(request.node, "rep_failed", False):
-                print(f"--- conflux log ({server.log_path}) ---\n{server.log_tail(80)}")
-
-
 @pytest.fixture(scope="session")
 def conflux(conflux_bin, tmp_path_factory, request):
-    yield from _serve(conflux_bin, tmp_path_factory.mktemp("conflux"), request)
+    yield from serving(conflux_bin, tmp_path_factory.mktemp("conflux"), request)
 
 
 @pytest.fixture
 def fresh_conflux(conflux_bin, tmp_path, request):
-    yield from _serve(conflux_bin, tmp_path, request)
+    yield from serving(conflux_bin, tmp_path, request)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -20,7 +20,7 @@ import uuid
 import pika
 import pytest
 
-from conflux_server import ConfluxServer
+from conflux_server import serving
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -28,16 +28,7 @@ RESIDENT_MAX = 50
 
 
 def serve(conflux_bin, tmp_path, request, env):
-    server = ConfluxServer(conflux_bin, tmp_path / "data", tmp_path / "conflux.log", env=env)
-    try:
-        yield server.start()
-    finally:
-        try:
-            server.stop()
-        finally:
-            server.kill9()
-            if getattr(request.node, "rep_failed", False):
-                print(f"--- conflux log ---\n{server.log_tail(80)}")
+    yield from serving(conflux_bin, tmp_path, request, env=env)
 
 
 @pytest.fixture

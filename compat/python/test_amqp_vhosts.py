@@ -15,7 +15,7 @@ import pytest
 import requests
 from pika.exceptions import ChannelClosedByBroker, ConnectionClosedByBroker
 
-from conflux_server import ConfluxServer
+from conflux_server import serving
 from test_amqp import get_one, name, params
 from test_ops_metrics import samples, scrape
 
@@ -41,15 +41,7 @@ def quoted(vhost: str) -> str:
 @pytest.fixture
 def node(conflux_bin, tmp_path, request):
     """A node of the test's own with vhosts `staging` and `dev` from the environment."""
-    server = ConfluxServer(conflux_bin, tmp_path / "data", tmp_path / "conflux.log",
-                           env={"CONFLUX_AMQP_VHOSTS": "staging, dev"})
-    try:
-        yield server.start()
-    finally:
-        try:
-            server.stop()
-        finally:
-            server.kill9()
+    yield from serving(conflux_bin, tmp_path, request, env={"CONFLUX_AMQP_VHOSTS": "staging, dev"})
 
 
 def test_same_queue_name_in_two_vhosts_is_two_queues(node):

@@ -14,7 +14,7 @@ from confluent_kafka import Consumer, ConsumerGroupState, ConsumerGroupTopicPart
 from confluent_kafka import KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from conflux_server import ConfluxServer
+from conflux_server import serving
 from kafka_helpers import create_topic, unique
 
 pytestmark = pytest.mark.timeout(120)
@@ -27,16 +27,7 @@ OP_TIMEOUT_S = 15
 @pytest.fixture
 def retention_conflux(conflux_bin, tmp_path, request):
     env = {"CONFLUX_KAFKA_OFFSETS_RETENTION_MS": str(RETENTION_MS)}
-    server = ConfluxServer(conflux_bin, tmp_path / "data", tmp_path / "conflux.log", env=env)
-    try:
-        yield server.start()
-    finally:
-        try:
-            server.stop()
-        finally:
-            server.kill9()
-            if getattr(request.node, "rep_failed", False):
-                print(f"--- conflux log ---\n{server.log_tail(80)}")
+    yield from serving(conflux_bin, tmp_path, request, env=env)
 
 
 def listings(admin: AdminClient) -> dict:

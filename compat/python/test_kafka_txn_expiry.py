@@ -15,7 +15,7 @@ from kafka import KafkaAdminClient
 from kafka import TopicPartition as KTopicPartition
 
 import kafka_wire as kw
-from conflux_server import ConfluxServer
+from conflux_server import serving
 from kafka_helpers import create_topic, unique
 
 pytestmark = pytest.mark.timeout(90)
@@ -25,19 +25,12 @@ WAIT_S = 20  # expiry plus a sweep, with room for a slow machine
 
 
 @pytest.fixture
-def expiring_conflux(conflux_bin, tmp_path):
+def expiring_conflux(conflux_bin, tmp_path, request):
     env = {
         "CONFLUX_KAFKA_TRANSACTIONAL_ID_EXPIRATION_MS": str(EXPIRATION_MS),
         "CONFLUX_KAFKA_PRODUCER_ID_EXPIRATION_MS": str(EXPIRATION_MS),
     }
-    server = ConfluxServer(conflux_bin, tmp_path / "data", tmp_path / "conflux.log", env=env)
-    try:
-        yield server.start()
-    finally:
-        try:
-            server.stop()
-        finally:
-            server.kill9()
+    yield from serving(conflux_bin, tmp_path, request, env=env)
 
 
 def listed(admin: KafkaAdminClient) -> set[str]:
