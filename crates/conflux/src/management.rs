@@ -614,18 +614,10 @@ async fn declare_queue(server: &Arc<Server>, name: &str, body: &Value) -> Answer
     let existed = server.vhost.lock().queues.contains_key(name);
     let (server, owned) = (server.clone(), name.to_owned());
     // Declaring writes the metadata log (fsync): off the async workers.
-    tokio::task::spawn_blocking(move || {
+    blocking(move || {
         server.declare_queue(&owned, false, durable, false, auto_delete, &arguments, 0)
     })
-    .await
-    .map_err(|e| {
-        MgmtError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
-            e.to_string(),
-        )
-    })?
-    .map_err(amqp_error)?;
+    .await?;
     Ok((
         if existed {
             StatusCode::NO_CONTENT
@@ -767,16 +759,7 @@ async fn delete_queue(server: &Arc<Server>, name: &str, query: &str) -> Answer {
     let if_unused = query_param(query, "if-unused") == Some("true");
     let if_empty = query_param(query, "if-empty") == Some("true");
     let (server, owned) = (server.clone(), name.to_owned());
-    tokio::task::spawn_blocking(move || server.delete_queue(&owned, if_unused, if_empty))
-        .await
-        .map_err(|e| {
-            MgmtError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal_error",
-                e.to_string(),
-            )
-        })?
-        .map_err(amqp_error)?;
+    blocking(move || server.delete_queue(&owned, if_unused, if_empty)).await?;
     no_content()
 }
 
